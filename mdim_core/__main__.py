@@ -1,0 +1,41 @@
+"""Command line of MDIM: ``python -m mdim_core <command> ...``.
+
+Each command lives in its own module, imported only when that command runs; the
+module exposes ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+To add a command, add one line to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m mdim_core",
+        description="MDIM: manga inpainting and restoration from the command line.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # import only the module of the command that runs
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
