@@ -1,0 +1,368 @@
+"""The Symmetric VAE: an SD-family VAE whose decoder also sees the encoder's features.
+
+Python API (this is what the ComfyUI nodes and the SGIM engine call)::
+
+    from mdim_core.symvae import SymmetricVAE, load_adapters
+
+    sym = SymmetricVAE(base_vae)                 # base: diffusers AutoencoderKL or ComfyUI
+                                                 # VAE.first_stage_model; never copied
+    load_adapters(sym, "page_adapters.safetensors")   # optional: trained adapters
+    latent = sym.encode(image)                   # image [B,H,W,C] 0..1 -> raw latent [B,4,H/8,W/8]
+    out = sym.decode(latent, source=image, mask=mask)   # -> image [B,H,W,3] 0..1
+    clean = sym.restore(old_scan)                # old scan [B,H,W,C] -> clean page [B,H,W,3]
+
+``decode(latent, source=None, mask=None, fill="base", ...)``
+    ``latent`` is the raw latent the base VAE's decoder takes (ComfyUI's LATENT
+    ``samples``; in diffusers *before* multiplying by ``scaling_factor``). ``source`` is
+    the image the skip features come from, exactly 8x the latent's size (for inpainting: the
+    original page; for a plain round trip: the encoded image). ``mask`` ([B,H,W] or [H,W],
+    1 = repaint) marks the hole whose content must not come back: the hole is filled before
+    the encoder taps are computed (``fill="base"``: with the base VAE's decode of
+    ``latent``, i.e. the current inpainting result; ``"white"``: with paper white), and the
+    skip features are switched off inside the hole, dilated by ``gate_dilation`` pixels and
+    by one cell at every level. The decoded hole then depends only on ``latent``, never on
+    the removed pixels. Without ``source`` the result is the base VAE's decode. Large
+    images are decoded in overlapping tiles (``tile`` pixels, ``overlap`` pixels), each
+    tile computing its own taps, so full-resolution skip features of a whole page never
+    exist at once. Returns float32 on the latent's device, clamped to 0..1.
+
+With zero-initialised adapters (no trained file loaded) every output equals the base VAE's.
+The SGIM engine uses ``decode(latent, source=page_crop, mask=mask_crop)`` as its decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .layout import VAELayout, detect_layout
+
+log = logging.getLogger("MDIM")
+
+FILL_MODES = ("base", "white")
+
+#: Images with more pixels than this are decoded in tiles unless told otherwise.
+DEFAULT_TILE = 1024
+DEFAULT_OVERLAP = 128
+DEFAULT_GATE_DILATION = 8
+
+
+class Adapter(torch.nn.Module):
+    """conv3x3 -> SiLU -> conv1x1, the last one zero-initialised (so it adds exactly 0)."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int):
+        super().__init__()
+        self.conv_in = torch.nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.act = torch.nn.SiLU()
+        self.conv_out = torch.nn.Conv2d(hidden, out_channels, 1)
+        torch.nn.init.zeros_(self.conv_out.weight)
+        torch.nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.act(self.conv_in(x)))
+
+
+def default_hidden(tap_channels: list[int]) -> list[int]:
+    """Adapter widths: half the tap width, at most 64 (small next to the decoder)."""
+    return [max(8, min(64, c // 2)) for c in tap_channels]
+
+
+def _as_bhwc(image: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor [B,H,W,C] in 0..1, got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{name}: expected [B,H,W,C] with C in 1/3/4, got shape {tuple(image.shape)}")
+    if image.shape[1] < 8 or image.shape[2] < 8:
+        raise ValueError(f"{name}: image must be at least 8x8 pixels, got {tuple(image.shape[1:3])}")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    if image.shape[-1] == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif image.shape[-1] == 4:
+        log.info("[MDIM] %s: alpha channel dropped", name)
+        image = image[..., :3]
+    return image
+
+
+def _as_mask(mask: torch.Tensor, batch: int, height: int, width: int, name: str = "mask") -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor [B,H,W], got {type(mask).__name__}")
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim == 4 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 3:
+        raise ValueError(f"{name}: expected [H,W] or [B,H,W], got shape {tuple(mask.shape)}")
+    if mask.shape[0] not in (1, batch):
+        raise ValueError(f"{name}: batch {mask.shape[0]} does not match the image batch {batch} (expected 1 or {batch})")
+    if tuple(mask.shape[1:]) != (height, width):
+        raise ValueError(f"{name}: size {tuple(mask.shape[1:])} does not match the image size {(height, width)}")
+    return mask.expand(batch, -1, -1)
+
+
+class SymmetricVAE(torch.nn.Module):
+    """Skip-connected decoding on top of a base VAE that stays where it is (see module doc).
+
+    Only the adapters are parameters of this module (``state_dict`` holds adapters only);
+    the base VAE is referenced, never registered, copied or modified.
+    """
+
+    def __init__(self, base: torch.nn.Module, hidden: list[int] | None = None):
+        super().__init__()
+        layout = detect_layout(base)
+        object.__setattr__(self, "_layout", layout)  # not a sub-module: no copy, no state_dict entry
+        taps, widths = layout.tap_channels(), layout.decoder_channels()
+        hidden = list(hidden) if hidden is not None else default_hidden(taps)
+        if len(hidden) != len(taps):
+            raise ValueError(f"hidden: expected {len(taps)} widths (one per level), got {len(hidden)}")
+        self.hidden = hidden
+        self.adapters = torch.nn.ModuleList(Adapter(c, w, h) for c, w, h in zip(taps, widths, hidden))
+        self.decoder_override: dict[str, torch.Tensor] | None = None
+
+    # --- description ------------------------------------------------------------------------
+    @property
+    def layout(self) -> VAELayout:
+        return self._layout
+
+    @property
+    def base(self) -> torch.nn.Module:
+        return self._layout.vae
+
+    @property
+    def downscale(self) -> int:
+        return self._layout.downscale
+
+    def tap_layout(self) -> list[dict]:
+        """Per level: scale, encoder tap channels, decoder channels, adapter width."""
+        return [
+            {"level": i, "scale": 2**i, "tap_channels": c, "decoder_channels": w, "hidden": h}
+            for i, (c, w, h) in enumerate(
+                zip(self._layout.tap_channels(), self._layout.decoder_channels(), self.hidden)
+            )
+        ]
+
+    def _sync(self) -> tuple[torch.device, torch.dtype]:
+        device, dtype = self._layout.device, self._layout.dtype
+        p = self.adapters[0].conv_in.weight
+        if p.device != device or p.dtype != dtype:
+            self.adapters.to(device=device, dtype=dtype)
+        return device, dtype
+
+    # --- building blocks (tensors in model space: [B,3,H,W] in -1..1) ------------------------
+    def gates(self, mask: torch.Tensor, dilation: int = DEFAULT_GATE_DILATION) -> list[torch.Tensor]:
+        """Per level: 1 where skips pass, 0 inside the dilated, downsampled hole. mask [B,1,H,W]."""
+        hole = (mask >= 0.5).to(mask.dtype)
+        if dilation > 0:
+            hole = F.max_pool2d(hole, 2 * dilation + 1, stride=1, padding=dilation)
+        out = []
+        for level in range(self._layout.num_levels):
+            s = 2**level
+            g = F.max_pool2d(hole, s, stride=s) if s > 1 else hole
+            g = F.max_pool2d(g, 3, stride=1, padding=1)  # the adapter's own 3x3 reach
+            out.append(1.0 - g)
+        return out
+
+    def skip_decode(
+        self,
+        z: torch.Tensor,
+        x: torch.Tensor | None,
+        gates: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Decode ``z`` with skips from the (already filled) source ``x``; model space.
+
+        Differentiable: training calls this directly.
+        """
+        if x is None:
+            return self._layout.decode(z)
+        taps = self._layout.taps(x)
+
+        def inject(level: int, h: torch.Tensor) -> torch.Tensor:
+            tap = taps[level]
+            taps[level] = None  # free as soon as used
+            if tap.shape[-2:] != h.shape[-2:]:
+                raise ValueError(
+                    f"source: its level-{level} features are {tuple(tap.shape[-2:])} but the decoder's "
+                    f"are {tuple(h.shape[-2:])}; the source must be exactly {self.downscale}x the latent size"
+                )
+            a = self.adapters[level](tap)
+            if gates is not None:
+                a = a * gates[level]
+            return h + a
+
+        return self._layout.decode(z, inject)
+
+    # --- public API (images [B,H,W,C] in 0..1) -----------------------------------------------
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Raw latent of ``image`` ([B,H,W,C] 0..1, H and W multiples of 8) under the base VAE."""
+        image = _as_bhwc(image, "image")
+        self._check_multiple(image, "image")
+        device, dtype = self._sync()
+        x = image.movedim(-1, 1).to(device=device, dtype=dtype) * 2.0 - 1.0
+        return self._layout.encode_mean(x)
+
+    def _check_multiple(self, image: torch.Tensor, name: str) -> None:
+        f = self.downscale
+        if image.shape[1] % f or image.shape[2] % f:
+            raise ValueError(
+                f"{name}: size {tuple(image.shape[1:3])} must be a multiple of {f} (pad the page first)"
+            )
+
+    @torch.no_grad()
+    def decode(
+        self,
+        latent: torch.Tensor,
+        source: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        fill: str = "base",
+        gate_dilation: int = DEFAULT_GATE_DILATION,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> torch.Tensor:
+        """Decode ``latent`` with skip features of ``source`` (see the module docstring)."""
+        if not isinstance(latent, torch.Tensor) or latent.ndim != 4:
+            raise ValueError(f"latent: expected a tensor [B,C,h,w], got {getattr(latent, 'shape', type(latent))}")
+        if latent.shape[1] != self._layout.latent_channels:
+            raise ValueError(
+                f"latent: has {latent.shape[1]} channels, this VAE expects {self._layout.latent_channels}"
+            )
+        if fill not in FILL_MODES:
+            raise ValueError(f"fill: expected one of {FILL_MODES}, got {fill!r}")
+        if gate_dilation < 0:
+            raise ValueError(f"gate_dilation: expected >= 0 pixels, got {gate_dilation}")
+        b, _, h, w = latent.shape
+        f = self.downscale
+        H, W = h * f, w * f
+        if source is not None:
+            source = _as_bhwc(source, "source")
+            if tuple(source.shape[1:3]) != (H, W):
+                raise ValueError(
+                    f"source: size {tuple(source.shape[1:3])} does not match the latent, which decodes to "
+                    f"{(H, W)} (the source must be exactly {f}x the latent size)"
+                )
+            if source.shape[0] not in (1, b):
+                raise ValueError(f"source: batch {source.shape[0]} does not match the latent batch {b}")
+            source = source.expand(b, -1, -1, -1)
+            if mask is not None:
+                mask = _as_mask(mask, b, H, W)
+        elif mask is not None:
+            raise ValueError("mask: given without a source image; the mask gates the source's features")
+        device, dtype = self._sync()
+        out_device = latent.device
+        tile = self._tile_size(H, W, tile)
+        if tile is None or (H <= tile and W <= tile):
+            out = self._decode_one(latent, source, mask, fill, gate_dilation, device, dtype)
+        else:
+            out = self._decode_tiled(latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype)
+        return out.to(out_device)
+
+    def _tile_size(self, H: int, W: int, tile: int | None) -> int | None:
+        if tile is None:
+            return DEFAULT_TILE if H * W > DEFAULT_TILE * DEFAULT_TILE else None
+        if tile <= 0:
+            return None
+        if tile % self.downscale or tile < 4 * self.downscale:
+            raise ValueError(f"tile: expected a multiple of {self.downscale} of at least {4 * self.downscale}, got {tile}")
+        return tile
+
+    def _decode_one(self, latent, source, mask, fill, gate_dilation, device, dtype) -> torch.Tensor:
+        z = latent.to(device=device, dtype=dtype)
+        if source is None:
+            y = self._layout.decode(z)
+        else:
+            x = source.movedim(-1, 1).to(device=device, dtype=dtype) * 2.0 - 1.0
+            gates = None
+            if mask is not None:
+                m = mask[:, None].to(device=device, dtype=dtype)
+                hole = m >= 0.5
+                if bool(hole.any()):
+                    filler = self._layout.decode(z).clamp(-1, 1) if fill == "base" else torch.ones_like(x)
+                    x = torch.where(hole, filler, x)
+                    gates = self.gates(m, gate_dilation)
+            y = self.skip_decode(z, x, gates)
+        return ((y.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    def _decode_tiled(self, latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype):
+        f = self.downscale
+        b, _, h, w = latent.shape
+        lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
+        out = torch.zeros(b, h * f, w * f, 3)
+        weight = torch.zeros(1, h * f, w * f, 1)
+        for y0, y1 in _spans(h, lt, lo):
+            for x0, x1 in _spans(w, lt, lo):
+                src = None if source is None else source[:, y0 * f : y1 * f, x0 * f : x1 * f]
+                msk = None if mask is None else mask[:, y0 * f : y1 * f, x0 * f : x1 * f]
+                part = self._decode_one(latent[:, :, y0:y1, x0:x1], src, msk, fill, gate_dilation, device, dtype)
+                ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
+                out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
+                weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
+        return out / weight
+
+    @torch.no_grad()
+    def restore(self, image: torch.Tensor, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+        """Old scan -> clean page: encode and decode with the scan's own skip features.
+
+        Any size: the page is padded (edge replicate) to a multiple of 8 and cropped back.
+        Large pages run in overlapping tiles. Returns [B,H,W,3] float32 in 0..1.
+        """
+        image = _as_bhwc(image, "image")
+        b, H, W, _ = image.shape
+        f = self.downscale
+        ph, pw = (-H) % f, (-W) % f
+        x = image
+        if ph or pw:
+            x = F.pad(image.movedim(-1, 1), (0, pw, 0, ph), mode="replicate").movedim(1, -1)
+        tile = self._tile_size(x.shape[1], x.shape[2], tile)
+        if tile is None or (x.shape[1] <= tile and x.shape[2] <= tile):
+            out = self.decode(self.encode(x), source=x, tile=0)
+        else:
+            out = self._restore_tiled(x, tile, overlap)
+        return out[:, :H, :W].to(image.device)
+
+    def _restore_tiled(self, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        f = self.downscale
+        b, H, W, _ = x.shape
+        lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
+        h, w = H // f, W // f
+        out = torch.zeros(b, H, W, 3)
+        weight = torch.zeros(1, H, W, 1)
+        for y0, y1 in _spans(h, lt, lo):
+            for x0, x1 in _spans(w, lt, lo):
+                part_in = x[:, y0 * f : y1 * f, x0 * f : x1 * f]
+                part = self.decode(self.encode(part_in), source=part_in, tile=0)
+                ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
+                out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
+                weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
+        return out / weight
+
+
+def _spans(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Start/end of overlapping windows of ``size`` covering 0..n (the last one flush right)."""
+    if n <= size:
+        return [(0, n)]
+    step = size - overlap
+    count = math.ceil((n - size) / step) + 1
+    starts = sorted({min(i * step, n - size) for i in range(count)})
+    return [(s, s + size) for s in starts]
+
+
+def _ramp(th: int, tw: int, band: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
+    """Blend weights [1,th,tw,1]: linear ramps over ``band`` pixels on sides that overlap a neighbour."""
+
+    def axis(n: int, lo: bool, hi: bool) -> torch.Tensor:
+        r = torch.ones(n)
+        if band > 0:
+            t = (torch.arange(band, dtype=torch.float32) + 0.5) / band
+            if lo:
+                r[:band] = torch.minimum(r[:band], t)
+            if hi:
+                r[n - band :] = torch.minimum(r[n - band :], t.flip(0))
+        return r
+
+    return (axis(th, top, bottom)[:, None] * axis(tw, left, right)[None, :])[None, :, :, None]
