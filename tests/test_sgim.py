@@ -1,0 +1,331 @@
+import logging
+
+import pytest
+import torch
+from sgim_hosts import IdentityHost, OracleHost
+
+from mdim_core import masks, sgim
+from mdim_core.host import SGIMHost, check_host
+
+SMALL = dict(steps=3, fri_steps=2)
+
+
+def _page(b, h, w, c=3, seed=0):
+    return torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(seed))
+
+
+def _damage(truth, mask):
+    """The input: the truth with 'text' (black) inside the mask."""
+    m = mask if mask.ndim == 3 else mask[None]
+    return torch.where(m[..., None] > 0, torch.zeros_like(truth), truth)
+
+
+def test_oracle_hosts_implement_the_protocol():
+    host = OracleHost(_page(1, 8, 8))
+    assert isinstance(host, SGIMHost) and check_host(host) is host
+    x = _page(2, 16, 24)
+    assert torch.equal(host.decode(host.encode(x)), x)  # lossless test VAE
+    with pytest.raises(TypeError, match="lacks method"):
+        check_host(object())
+
+
+def test_defaults_follow_the_thesis():
+    cfg = sgim.SGIMConfig()
+    assert (cfg.sgi_max_side, cfg.plan, cfg.fri_strength, cfg.run_fri) == (1024, "halve", 0.5, "auto")
+    assert (cfg.grow_mask, cfg.feather) == (0, 0)  # nothing outside the user's mask changes by default
+
+
+@pytest.mark.parametrize("max_side", [256, 1024])
+def test_oracle_exact_at_odd_size_multi_region_batch(max_side):
+    h, w = 1419, 1001
+    truth = _page(2, h, w)
+    mask = torch.zeros(h, w)
+    mask[100:180, 50:300] = 1  # a bubble's text
+    mask[1200:1400, 700:990] = 1  # a distant one
+    mask[650:660, 100:105] = 1  # a speck
+    image = _damage(truth, mask)
+    host = OracleHost(truth)
+    cfg = sgim.SGIMConfig(sgi_max_side=max_side, context_margin=64, min_crop_side=256, **SMALL)
+    res = sgim.inpaint(host, image, mask, seed=7, config=cfg)
+    assert torch.equal(res.image, truth)  # ground truth inside, input outside (input == truth there)
+    assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    assert len(res.jobs) == 3  # three distant regions -> three crops, not one page-size crop
+    for job in res.jobs:
+        ch, cw = job.crop_size
+        assert ch * cw <= 400 * 400
+        assert job.shrunk == (max(ch, cw) > max_side) and job.run_fri == job.shrunk
+    assert any(j.shrunk for j in res.jobs) == (max_side == 256)
+    assert [c.seed for c in host.passes("sgi")] == [7, 8, 9]
+    assert res.sgi_preview.shape == truth.shape
+    assert torch.equal(res.sgi_preview[:, mask == 0], image[:, mask == 0])
+
+
+def test_host_sees_crop_sized_inputs_and_the_right_passes():
+    h, w = 700, 900
+    truth = _page(1, h, w)
+    mask = torch.zeros(h, w)
+    mask[300:330, 400:437] = 1
+    cfg = sgim.SGIMConfig(sgi_max_side=200, context_margin=40, min_crop_side=300, fri_strength=0.35, steps=4, fri_steps=3)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, seed=11, config=cfg)
+    assert torch.equal(res.image, truth)
+    (job,) = res.jobs
+    assert job.box == (165, 269, 465, 569) and job.crop_size == (300, 300)
+    assert job.sgi_size == (150, 150)
+    kinds = [(c.kind, c.shape) for c in host.calls]
+    assert kinds == [
+        ("encode", (1, 152, 152, 3)),  # SGI: halved crop, padded to /8
+        ("denoise", (1, 192, 19, 19)),
+        ("decode", (1, 152, 152, 3)),
+        ("encode", (1, 304, 304, 3)),  # FRI: full crop size, padded to /8
+        ("denoise", (1, 192, 38, 38)),
+        ("decode", (1, 304, 304, 3)),
+    ]
+    sgi, fri = host.passes()
+    assert (sgi.info.name, sgi.strength, sgi.steps, sgi.seed) == ("sgi", 1.0, 4, 11)
+    assert (fri.info.name, fri.strength, fri.steps, fri.seed) == ("fri", 0.35, 3, 11)
+    assert sgi.info.size == (150, 150) and sgi.info.padded_size == (152, 152)
+    assert fri.info.size == (300, 300) and fri.info.box == job.box
+    assert max(sgi.info.padded_size) <= 200
+    assert fri.mask_sum == 30 * 37  # the user's mask, not more
+    assert (sgi.info.index, fri.info.index, fri.info.count, fri.info.steps_before, fri.info.total_steps) == (0, 1, 2, 4, 7)
+    done = [d for d, _ in host.progress_log]
+    assert done == sorted(done) and host.progress_log[0] == (0, 7) and host.progress_log[-1] == (7, 7)
+
+
+@pytest.mark.parametrize("run_fri, shrink, passes", [
+    ("auto", False, ["sgi"]), ("auto", True, ["sgi", "fri"]),
+    ("always", False, ["sgi", "fri"]), ("never", True, ["sgi"]),
+])
+def test_run_fri_modes(run_fri, shrink, passes):
+    truth = _page(1, 64, 80)
+    mask = torch.zeros(64, 80)
+    mask[20:30, 30:50] = 1
+    cfg = sgim.SGIMConfig(sgi_max_side=40 if shrink else 1024, run_fri=run_fri, **SMALL)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, config=cfg)
+    assert [c.info.name for c in host.passes()] == passes
+    if passes[-1] == "fri" or not shrink:
+        assert torch.equal(res.image, truth)
+    else:  # SGI only, upscaled: close to the truth, not exact; outside still exact
+        assert torch.equal(res.image[:, mask == 0], truth[:, mask == 0])
+        assert not torch.equal(res.image, truth)
+
+
+def test_no_shrink_identity_host_returns_the_input():
+    image = _page(1, 37, 53)
+    mask = torch.zeros(37, 53)
+    mask[5:9, 6:30] = 1
+    res = sgim.inpaint(IdentityHost(), image, mask, config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(res.image, image)
+
+
+def test_empty_mask_makes_no_host_call():
+    image = _page(2, 30, 40)
+    host = OracleHost(image)
+    res = sgim.inpaint(host, image, torch.zeros(30, 40), config=sgim.SGIMConfig(**SMALL))
+    assert res.image is image and host.calls == [] and res.jobs == [] and res.passes == 0
+    # a mask that only has values below the threshold is empty too
+    res = sgim.inpaint(host, image, torch.full((30, 40), 0.2), config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(res.image, image) and host.calls == []
+
+
+def test_full_mask_uses_the_whole_page():
+    truth = _page(1, 90, 130)
+    image = torch.zeros_like(truth)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, image, torch.ones(90, 130), config=sgim.SGIMConfig(sgi_max_side=64, **SMALL))
+    assert torch.equal(res.image, truth)
+    (job,) = res.jobs
+    assert job.box == (0, 0, 90, 130) and job.sgi_size == (23, 33) and job.run_fri
+
+
+def test_batches_with_per_image_masks_and_shared_masks():
+    truth = _page(3, 60, 70)
+    masks_ = torch.zeros(3, 60, 70)
+    masks_[0, 5:10, 5:10] = 1
+    masks_[1, 40:50, 50:60] = 1
+    masks_[2, 5:10, 5:10] = 1  # same as image 0: processed together
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, masks_), masks_, seed=3, config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(res.image, truth)
+    assert sorted(j.rows for j in res.jobs) == [(0, 2), (1,)]
+    assert [c.seed for c in host.passes()] == [3, 4]  # one seed per job
+    shared = torch.zeros(60, 70)
+    shared[20:30, 20:30] = 1
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, shared), shared[None], config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(res.image, truth) and [c.shape[0] for c in host.passes()] == [3]
+
+
+def test_grayscale_in_grayscale_out_and_rgba_drops_alpha(caplog):
+    gray = _page(1, 41, 29, c=1)
+    mask = torch.zeros(41, 29)
+    mask[10:20, 5:15] = 1
+    res = sgim.inpaint(OracleHost(gray), _damage(gray, mask), mask, config=sgim.SGIMConfig(**SMALL))
+    assert res.image.shape == (1, 41, 29, 1) and torch.equal(res.image, gray)
+    rgb = _page(1, 41, 29)
+    rgba = torch.cat([_damage(rgb, mask), torch.rand(1, 41, 29, 1)], dim=-1)
+    with caplog.at_level(logging.INFO, logger="MDIM"):
+        res = sgim.inpaint(OracleHost(rgb), rgba, mask, config=sgim.SGIMConfig(**SMALL))
+    assert res.image.shape == (1, 41, 29, 3) and torch.equal(res.image, rgb)
+    assert "alpha channel dropped" in caplog.text
+
+
+def test_strips_one_pixel_high():
+    truth = _page(1, 1, 3000)
+    mask = torch.zeros(1, 3000)
+    mask[0, 1000:1100] = 1
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, config=sgim.SGIMConfig(sgi_max_side=256, **SMALL))
+    assert torch.equal(res.image, truth)
+    (job,) = res.jobs
+    assert job.crop_size == (1, 512) and job.sgi_size == (1, 256)
+    assert [c.shape for c in host.calls if c.kind == "encode"] == [(1, 8, 256, 3), (1, 8, 512, 3)]
+
+
+def test_mask_of_another_size_is_resized_and_logged(caplog):
+    truth = _page(1, 64, 64)
+    small = torch.zeros(32, 32)
+    small[8:16, 8:16] = 1
+    with caplog.at_level(logging.INFO, logger="MDIM"):
+        res = sgim.inpaint(OracleHost(truth), truth, small, config=sgim.SGIMConfig(**SMALL))
+    assert "mask: resized from 32x32" in caplog.text
+    (job,) = res.jobs
+    assert torch.equal(res.image, truth)
+
+
+@pytest.mark.parametrize(
+    "image, mask, message",
+    [
+        (torch.full((1, 16, 16, 3), float("nan")), torch.ones(16, 16), "image: contains 768 NaN"),
+        (torch.rand(16, 16, 3), torch.ones(16, 16), r"image: expected shape \[B, H, W, C\]"),
+        (torch.rand(1, 16, 16, 2), torch.ones(16, 16), "C = 1, 3 or 4"),
+        (torch.zeros(1, 16, 16, 3, dtype=torch.uint8), torch.ones(16, 16), "image: expected floats"),
+        (torch.rand(3, 16, 16, 3), torch.ones(2, 16, 16), "mask: batch of 2 masks for 3 images"),
+        (torch.rand(1, 16, 16, 3), torch.full((16, 16), float("nan")), "mask: contains NaN"),
+    ],
+)
+def test_bad_input_is_a_clear_error(image, mask, message):
+    host = OracleHost(torch.rand(1, 16, 16, 3))
+    with pytest.raises(ValueError, match=message):
+        sgim.inpaint(host, image, mask, config=sgim.SGIMConfig(**SMALL))
+    assert host.calls == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"fri_strength": 0.0}, "fri_strength"), ({"fri_strength": 1.5}, "fri_strength"),
+        ({"steps": 0}, "steps"), ({"sgi_max_side": 4}, "sgi_max_side"), ({"run_fri": "yes"}, "run_fri"),
+        ({"plan": "crop"}, "plan"), ({"grow_mask": -1}, "grow_mask"), ({"feather": 2.5}, "feather"),
+        ({"pad_mode": "zeros"}, "pad_mode"), ({"limit_to_panel": 1}, "limit_to_panel"),
+    ],
+)
+def test_config_validation_names_the_field(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        sgim.SGIMConfig(**kwargs)
+
+
+def test_seed_validation_and_determinism():
+    truth = _page(1, 32, 32)
+    mask = torch.zeros(32, 32)
+    mask[4:8, 4:8] = 1
+    with pytest.raises(ValueError, match="seed"):
+        sgim.inpaint(OracleHost(truth), truth, mask, seed=-1)
+    host = OracleHost(truth)
+    sgim.inpaint(host, truth, mask, seed=2**64 - 1, config=sgim.SGIMConfig(**SMALL))
+    assert host.passes()[0].seed == 2**64 - 1
+
+
+def test_cancel_propagates_and_leaves_inputs_untouched():
+    truth = _page(1, 64, 64)
+    mask = torch.zeros(64, 64)
+    mask[10:20, 10:20] = 1
+    image = _damage(truth, mask)
+    before_image, before_mask = image.clone(), mask.clone()
+    host = OracleHost(truth, cancel_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        sgim.inpaint(host, image, mask, config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(image, before_image) and torch.equal(mask, before_mask)
+    assert len(host.passes()) == 1
+
+
+def test_inputs_are_never_modified_and_dtype_device_kept():
+    truth = _page(2, 48, 40).half()
+    mask = torch.zeros(1, 48, 40, 1)
+    mask[0, 10:20, 10:30] = 0.98  # a JPEG-ish mask
+    image = _damage(truth.float(), mask[..., 0]).half()
+    keep_i, keep_m = image.clone(), mask.clone()
+    res = sgim.inpaint(OracleHost(truth.float()), image, mask, config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(image, keep_i) and torch.equal(mask, keep_m)
+    assert res.image.dtype == torch.float16 and torch.equal(res.image, truth)
+
+
+def test_feather_and_grow_change_only_the_grown_mask():
+    truth = _page(1, 64, 64)
+    mask = torch.zeros(64, 64)
+    mask[20:40, 20:40] = 1
+    image = _damage(truth, mask)
+    res = sgim.inpaint(OracleHost(truth), image, mask, config=sgim.SGIMConfig(feather=4, **SMALL))
+    assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    assert torch.equal(res.image[0, 30, 30], truth[0, 30, 30])  # deep inside: the new pixels
+    edge = res.image[0, 20, 30]  # edge: a blend of black text and the truth
+    assert torch.allclose(edge, truth[0, 20, 30] * 0.2)
+    # grow_mask: the text's anti-aliased halo just outside the user's mask gets repainted too
+    grown = masks.grow(mask[None], 3)[0]
+    halo = _damage(truth, grown)
+    res = sgim.inpaint(OracleHost(truth), halo, mask, config=sgim.SGIMConfig(grow_mask=3, **SMALL))
+    assert torch.equal(res.image, truth)
+    assert torch.equal(res.image[:, grown == 0], halo[:, grown == 0])
+    res = sgim.inpaint(OracleHost(truth), halo, mask, config=sgim.SGIMConfig(**SMALL))
+    ring = (grown == 1) & (mask == 0)
+    assert torch.equal(res.image[:, ring], halo[:, ring]) and float(res.image[:, ring].max()) == 0.0
+
+
+def test_limit_to_panel_keeps_context_inside_the_panel():
+    h, w = 200, 300
+    page = torch.ones(1, h, w, 3)
+    page[:, 10:190, 10:140] = 0.0
+    page[:, 12:188, 12:138] = 0.5
+    page[:, 10:190, 160:290] = 0.0
+    page[:, 12:188, 162:288] = 0.5
+    mask = torch.zeros(h, w)
+    mask[90:100, 120:130] = 1
+    cfg = sgim.SGIMConfig(context_margin=50, min_crop_side=0, **SMALL)
+    free = sgim.inpaint(OracleHost(page), page, mask, config=cfg)
+    limited = sgim.inpaint(OracleHost(page), page, mask, config=sgim.SGIMConfig(
+        context_margin=50, min_crop_side=0, limit_to_panel=True, **SMALL))
+    assert free.jobs[0].box == (40, 70, 150, 180)
+    assert limited.jobs[0].box == (40, 70, 150, 140)
+    assert torch.equal(limited.image, page)
+
+
+def test_host_returning_a_wrong_shape_is_reported():
+    class Bad(IdentityHost):
+        def decode(self, latent, *, source=None, mask=None):
+            return super().decode(latent)[:, :8]
+
+    mask = torch.zeros(32, 32)
+    mask[3:5, 3:5] = 1
+    with pytest.raises(RuntimeError, match="host.decode returned"):
+        sgim.inpaint(Bad(), _page(1, 32, 32), mask, config=sgim.SGIMConfig(**SMALL))
+
+
+def test_plan_for_large_pages():
+    cfg = sgim.SGIMConfig()
+    # a full mask on an A4 600-dpi page: one page crop, SGI at 621x877 after three halvings, FRI at full size
+    full = torch.ones(1, 7016, 4961, dtype=torch.float32)
+    (job,) = sgim.plan((7016, 4961), full, cfg)
+    assert job.box == (0, 0, 7016, 4961) and job.sgi_size == (877, 621) and job.run_fri
+    # bubbles on the same page: small crops that need no shrink, so a single pass each
+    m = torch.zeros(1, 7016, 4961)
+    m[0, 500:800, 600:900] = 1
+    m[0, 5000:5200, 3000:3500] = 1
+    jobs = sgim.plan((7016, 4961), m, cfg)
+    assert [j.box for j in jobs] == [(372, 472, 928, 1028), (4844, 2872, 5356, 3628)]  # margin 128, >= 512
+    assert all(not j.run_fri and not j.shrunk for j in jobs)
+    strip = torch.ones(1, 6000, 600)
+    (job,) = sgim.plan((6000, 600), strip, cfg)
+    assert job.sgi_size == (750, 75) and job.run_fri
+    assert sgim.plan((1, 5000), torch.ones(1, 1, 5000), cfg)[0].sgi_size == (1, 625)
