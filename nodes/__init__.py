@@ -17,6 +17,7 @@ log = logging.getLogger("MDIM")
 # Node modules, in menu order. Each one exports NODES.
 NODE_MODULES = (
     "schedule_nodes",
+    "symvae_nodes",
 )
 
 

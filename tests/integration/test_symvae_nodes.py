@@ -1,0 +1,195 @@
+"""Symmetric VAE nodes inside a real ComfyUI (in-process, CPU), on ComfyUI's own VAE class.
+
+Needs COMFYUI_DIR (skipped otherwise). The VAE is an SD-architecture KL autoencoder with random
+weights, built in diffusers and loaded through ``comfy.sd.VAE`` (which converts it to ComfyUI's
+LDM module layout), so parity is checked against both libraries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+if not COMFYUI_DIR:
+    pytest.skip("COMFYUI_DIR is not set: real-host tests skipped", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_harness import import_comfy_on_cpu  # noqa: E402
+
+import_comfy_on_cpu(COMFYUI_DIR)
+
+import comfy.ldm.models.autoencoder  # noqa: E402
+import comfy.sd  # noqa: E402
+import folder_paths  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_pack():
+    name = "mdim_pack_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pack = _load_pack()
+from mdim_pack_under_test.mdim_core.symvae import SymmetricVAE, save_adapters  # noqa: E402
+from mdim_pack_under_test.mdim_core.symvae.tiny import build_autoencoder_kl  # noqa: E402
+from mdim_pack_under_test.nodes import symvae_nodes as sn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vaes():
+    """(diffusers AutoencoderKL, comfy VAE) with the same random SD-architecture weights."""
+    diff = build_autoencoder_kl((64, 128, 128, 128), layers_per_block=2, groups=32, seed=0)
+    sd = {k: v.clone() for k, v in diff.state_dict().items()}
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 64,
+                "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
+    assert isinstance(vae.first_stage_model, comfy.ldm.models.autoencoder.AutoencoderKL)
+    return diff, vae
+
+
+@pytest.fixture()
+def models_dir(tmp_path):
+    d = tmp_path / "mdim"
+    d.mkdir()
+    paths, exts = folder_paths.folder_names_and_paths["mdim"]
+    folder_paths.folder_names_and_paths["mdim"] = ([str(d)], exts)
+    folder_paths.filename_list_cache.pop("mdim", None)
+    yield d
+    folder_paths.folder_names_and_paths["mdim"] = (paths, exts)
+    folder_paths.filename_list_cache.pop("mdim", None)
+
+
+def _page(h=64, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dots = ((torch.sin(xx * 1.1) * torch.sin(yy * 1.1)) > 0.2).float()
+    img = 0.7 * dots + 0.3 * torch.rand(h, w, generator=g)
+    return img[None, :, :, None].expand(1, h, w, 3).contiguous()
+
+
+def _run(node, **kw):
+    return node.execute(**kw).args[0]
+
+
+def _randomise(sym, seed=1, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for a in sym.adapters:
+            a.conv_out.weight.copy_(torch.randn(a.conv_out.weight.shape, generator=g) * scale)
+
+
+def test_comfy_vae_is_ldm_layout_and_zero_init_parity(vaes):
+    diff, vae = vaes
+    img = _page()
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        assert handle.sym.layout.name == "ldm"
+        assert handle.sym.base is vae.first_stage_model  # the host's module, not a copy
+        latent = vae.encode(img)
+        ref = vae.decode(latent)
+        mask = torch.zeros(1, 64, 64)
+        mask[:, 16:40, 20:44] = 1
+        for out in (handle.decode(latent, source=img), handle.decode(latent, source=img, mask=mask)):
+            assert (out - ref).abs().max().item() <= 1e-5
+        # and ComfyUI's decode equals diffusers' decode of the same weights
+        d = ((diff.decode(latent).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
+        assert (d - ref).abs().max().item() <= 1e-4
+    assert all(k.startswith("adapters.") for k in handle.sym.state_dict())
+
+
+def test_nodes_encode_ksampler_copy_decode(vaes, models_dir, caplog):
+    _, vae = vaes
+    sym = SymmetricVAE(vae.first_stage_model)
+    _randomise(sym)
+    save_adapters(sym, models_dir / "page.safetensors")
+    img = _page(61, 45)  # not a multiple of 8
+    mask = torch.zeros(1, 61, 45)
+    mask[:, 10:30, 12:30] = 1
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="page.safetensors", allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask, set_noise_mask=True)
+        assert latent["samples"].shape == (1, 4, 8, 6)
+        assert latent["mdim_source"].shape == (1, 64, 48, 3)
+        assert latent["noise_mask"].shape == (1, 1, 64, 48)
+        # what core KSampler does with a LATENT: a shallow copy with new samples
+        sampled = latent.copy()
+        sampled["samples"] = latent["samples"] + 0.3 * torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(3))
+        out = _run(sn.MDIMSymVAEDecode, symvae=handle, samples=sampled, fill="base", paste_outside_mask=True, tile_size=1024)
+        assert out.shape == (1, 61, 45, 3)
+        outside = mask[0] == 0
+        assert torch.equal(out[0][outside], img[0][outside])  # untouched pixels, bit for bit
+        plain = vae.decode(sampled["samples"])[:, :61, :45]
+        assert (out - plain)[0][~outside].abs().max().item() > 1e-3  # trained adapters act in the hole
+        # the removed content does not come back: another hole content, same decode
+        other = img.clone()
+        other[:, 10:30, 12:30] = 0.0
+        latent2 = _run(sn.MDIMSymVAEEncode, symvae=handle, image=other, mask=mask, set_noise_mask=True)
+        sampled2 = latent2.copy()
+        sampled2["samples"] = sampled["samples"]
+        out2 = _run(sn.MDIMSymVAEDecode, symvae=handle, samples=sampled2, fill="base", paste_outside_mask=True, tile_size=1024)
+        assert torch.equal(out2, out)
+        # a LATENT without a source decodes like VAE Decode, with a log line
+        with caplog.at_level(logging.INFO, logger="MDIM"):
+            bare = _run(sn.MDIMSymVAEDecode, symvae=handle, samples={"samples": sampled["samples"]}, fill="base", paste_outside_mask=True, tile_size=1024)
+        assert torch.equal(bare, vae.decode(sampled["samples"]))
+        assert "carries no source" in caplog.text
+
+
+def test_decode_size_mismatch_and_bad_files(vaes, models_dir):
+    _, vae = vaes
+    (models_dir / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=_page(), set_noise_mask=True)
+        resized = latent.copy()
+        resized["samples"] = torch.nn.functional.interpolate(latent["samples"], scale_factor=2)
+        with pytest.raises(ValueError, match="latent was resized or cropped"):
+            _run(sn.MDIMSymVAEDecode, symvae=handle, samples=resized, fill="base", paste_outside_mask=True, tile_size=1024)
+        with pytest.raises(ValueError, match="adapter file"):
+            _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="broken.safetensors", allow_other_vae_weights=False)
+        with pytest.raises(ValueError, match="not in models/mdim"):
+            _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="missing.safetensors", allow_other_vae_weights=False)
+    other = SymmetricVAE(build_autoencoder_kl((64, 128, 128, 128), layers_per_block=2, groups=32, seed=5))
+    save_adapters(other, models_dir / "other.safetensors")
+    with torch.inference_mode(), pytest.raises(ValueError, match="other VAE weights"):
+        _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="other.safetensors", allow_other_vae_weights=False)
+
+
+def test_restore_node_any_size_and_tiled(vaes):
+    _, vae = vaes
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        img = _page(70, 50)
+        out = _run(sn.MDIMSymVAERestore, symvae=handle, image=img, tile_size=0, grayscale=False)
+        assert out.shape == (1, 70, 50, 3)
+        padded = torch.nn.functional.pad(img.movedim(-1, 1), (0, 6, 0, 2), mode="replicate").movedim(1, -1)
+        ref = vae.decode(vae.encode(padded))[:, :70, :50]
+        assert (out - ref).abs().max().item() <= 1e-5
+        tiled = _run(sn.MDIMSymVAERestore, symvae=handle, image=_page(96, 96), tile_size=64, grayscale=True)
+        assert tiled.shape == (1, 96, 96, 3) and torch.equal(tiled[..., 0], tiled[..., 1])
+
+
+def test_schema_tooltips_and_folder():
+    assert "mdim" in folder_paths.folder_names_and_paths
+    assert ".safetensors" in folder_paths.folder_names_and_paths["mdim"][1]
+    for node in sn.NODES:
+        schema = node.define_schema()
+        assert schema.node_id.startswith("MDIM_") and schema.category.startswith("MDIM/")
+        for item in list(schema.inputs) + list(schema.outputs):
+            assert item.tooltip, (schema.node_id, getattr(item, "id", item))
