@@ -264,3 +264,24 @@ def test_trailing_sigmas_bad_input(sd15_model, steps, denoise, match):
 def test_bad_cfg_rescale(sd15_model):
     with pytest.raises(ValueError, match=r"cfg_rescale \(phi\) must be in \[0, 1\]"):
         schedule_nodes.MDIMZeroSNRModel.execute(sd15_model, "v_prediction", 1.5, False)
+
+
+def test_missing_optional_dependency_disables_only_its_nodes(monkeypatch, caplog):
+    """Without diffusers the schedule nodes are skipped with one clear log line; the pack still loads."""
+    import asyncio
+
+    name = "mdim_pack_without_diffusers"
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    for key in ["diffusers"] + [k for k in sys.modules if k.startswith("diffusers.")]:
+        monkeypatch.setitem(sys.modules, key, None)  # makes `import diffusers...` raise ImportError
+    spec.loader.exec_module(module)
+    with caplog.at_level(logging.WARNING, logger="MDIM"):
+        extension = asyncio.run(module.comfy_entrypoint())
+        node_ids = [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
+    assert "MDIM_ZeroSNRModel" not in node_ids
+    lines = [r.getMessage() for r in caplog.records if "schedule_nodes" in r.getMessage()]
+    assert len(lines) == 1 and "disabled" in lines[0] and "diffusers" in lines[0]
+    for key in [k for k in sys.modules if k.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, key)
