@@ -18,6 +18,7 @@ log = logging.getLogger("MDIM")
 NODE_MODULES = (
     "schedule_nodes",
     "symvae_nodes",
+    "sgim_nodes",
 )
 
 
