@@ -53,11 +53,15 @@ DEFAULT_GATE_DILATION = 8
 class Adapter(torch.nn.Module):
     """conv3x3 -> SiLU -> conv1x1, the last one zero-initialised (so it adds exactly 0)."""
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, generator: torch.Generator | None = None):
         super().__init__()
         self.conv_in = torch.nn.Conv2d(in_channels, hidden, 3, padding=1)
         self.act = torch.nn.SiLU()
         self.conv_out = torch.nn.Conv2d(hidden, out_channels, 1)
+        # torch's default initialisation, drawn from a seeded generator (never the global RNG)
+        torch.nn.init.kaiming_uniform_(self.conv_in.weight, a=math.sqrt(5), generator=generator)
+        bound = 1.0 / math.sqrt(in_channels * 9)
+        torch.nn.init.uniform_(self.conv_in.bias, -bound, bound, generator=generator)
         torch.nn.init.zeros_(self.conv_out.weight)
         torch.nn.init.zeros_(self.conv_out.bias)
 
@@ -112,7 +116,7 @@ class SymmetricVAE(torch.nn.Module):
     the base VAE is referenced, never registered, copied or modified.
     """
 
-    def __init__(self, base: torch.nn.Module, hidden: list[int] | None = None):
+    def __init__(self, base: torch.nn.Module, hidden: list[int] | None = None, seed: int = 0):
         super().__init__()
         layout = detect_layout(base)
         object.__setattr__(self, "_layout", layout)  # not a sub-module: no copy, no state_dict entry
@@ -121,7 +125,8 @@ class SymmetricVAE(torch.nn.Module):
         if len(hidden) != len(taps):
             raise ValueError(f"hidden: expected {len(taps)} widths (one per level), got {len(hidden)}")
         self.hidden = hidden
-        self.adapters = torch.nn.ModuleList(Adapter(c, w, h) for c, w, h in zip(taps, widths, hidden))
+        g = torch.Generator().manual_seed(seed)
+        self.adapters = torch.nn.ModuleList(Adapter(c, w, h, g) for c, w, h in zip(taps, widths, hidden))
         self.decoder_override: dict[str, torch.Tensor] | None = None
 
     # --- description ------------------------------------------------------------------------
@@ -172,14 +177,16 @@ class SymmetricVAE(torch.nn.Module):
         z: torch.Tensor,
         x: torch.Tensor | None,
         gates: list[torch.Tensor] | None = None,
+        taps: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Decode ``z`` with skips from the (already filled) source ``x``; model space.
 
+        ``taps`` may be given instead of ``x`` (e.g. computed without gradients when training).
         Differentiable: training calls this directly.
         """
-        if x is None:
+        if x is None and taps is None:
             return self._layout.decode(z)
-        taps = self._layout.taps(x)
+        taps = list(taps) if taps is not None else self._layout.taps(x)
 
         def inject(level: int, h: torch.Tensor) -> torch.Tensor:
             tap = taps[level]

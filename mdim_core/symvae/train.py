@@ -1,0 +1,341 @@
+"""Train Symmetric VAE adapters for restoration: ``python -m mdim_core.symvae train ...``.
+
+Data: a folder of clean page scans (any size, grayscale or colour). Each step takes random crops;
+the input is the crop aged by :mod:`mdim_core.aging` (yellowing, stains, grain, bleed-through,
+uneven light, JPEG ...), the target is the page prepared as in the MDIM thesis
+(:func:`mdim_core.levels.prepare_ground_truth`: grayscale, auto-contrast, 90..190 -> 0..255,
+computed on the whole page). A share of crops is kept clean (target = the crop itself), so the
+decoder stays faithful on clean pages (inpainting), and a share gets a random hole, filled and
+gated exactly as at inference, so the decoder learns to blend gated areas.
+
+Loss: L1 + ``edge_weight`` * L1 of Sobel gradients + ``freq_weight`` * L1 of log FFT magnitudes
+(both reward sharp screentone dots). Only the adapters learn; the base VAE is frozen.
+Resumable: a checkpoint (adapters, Adam state, step) is written every ``save_every`` steps as
+safetensors next to the output; rerunning the same command continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..aging import age_page
+from ..levels import prepare_ground_truth, to_grayscale
+from .model import SymmetricVAE
+from .weights import save_adapters
+
+log = logging.getLogger("MDIM")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 4
+    crop: int = 256
+    lr: float = 2e-4
+    edge_weight: float = 0.5
+    freq_weight: float = 0.05
+    clean_fraction: float = 0.25
+    mask_fraction: float = 0.25
+    dpi: float = 300.0
+    lo: float = 90.0
+    hi: float = 190.0
+    seed: int = 0
+    save_every: int = 200
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.crop < 32 or self.crop % 8:
+            raise ValueError(f"crop: expected a multiple of 8 of at least 32 px, got {self.crop}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        for name in ("clean_fraction", "mask_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected 0..1, got {getattr(self, name)}")
+        for name in ("edge_weight", "freq_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+
+
+class CropSampler:
+    """Random (aged input, prepared target, hole mask) crops from clean pages.
+
+    ``pages``: clean pages, float32 ``[H, W]`` grayscale in 0..1 (0 = ink). Deterministic: a
+    batch depends only on the generator passed in.
+    """
+
+    def __init__(self, pages: list[np.ndarray], cfg: TrainConfig):
+        if not pages:
+            raise ValueError("pages: no training pages")
+        c = cfg.crop
+        self.cfg = cfg
+        self.clean, self.target = [], []
+        for p in pages:
+            g = to_grayscale(p)
+            t = prepare_ground_truth(g, cfg.lo, cfg.hi)
+            ph, pw = max(0, c - g.shape[0]), max(0, c - g.shape[1])
+            if ph or pw:  # small pages: pad with paper white
+                g = np.pad(g, ((0, ph), (0, pw)), constant_values=1.0)
+                t = np.pad(t, ((0, ph), (0, pw)), constant_values=1.0)
+            self.clean.append(g)
+            self.target.append(t)
+
+    def sample(self, rng: np.random.Generator, n: int):
+        c, cfg = self.cfg.crop, self.cfg
+        inp = np.empty((n, c, c, 3), np.float32)
+        tgt = np.empty((n, c, c), np.float32)
+        hole = np.zeros((n, c, c), np.float32)
+        for i in range(n):
+            k = int(rng.integers(len(self.clean)))
+            g, t = self.clean[k], self.target[k]
+            y = int(rng.integers(g.shape[0] - c + 1))
+            x = int(rng.integers(g.shape[1] - c + 1))
+            crop = g[y : y + c, x : x + c]
+            if rng.uniform() < cfg.clean_fraction:
+                inp[i] = crop[..., None]
+                tgt[i] = crop
+            else:
+                inp[i] = age_page(crop, seed=int(rng.integers(2**31)), dpi=cfg.dpi)
+                tgt[i] = t[y : y + c, x : x + c]
+            if rng.uniform() < cfg.mask_fraction:
+                hh, ww = (int(v) for v in rng.integers(c // 8, c // 2, size=2))
+                y0, x0 = int(rng.integers(c - hh)), int(rng.integers(c - ww))
+                hole[i, y0 : y0 + hh, x0 : x0 + ww] = 1.0
+        return torch.from_numpy(inp), torch.from_numpy(tgt), torch.from_numpy(hole)
+
+
+def _sobel(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=g.device, dtype=g.dtype)
+    gx = F.conv2d(g, k.view(1, 1, 3, 3), padding=1)
+    gy = F.conv2d(g, k.t().contiguous().view(1, 1, 3, 3), padding=1)
+    return gx, gy
+
+
+def restoration_loss(out: torch.Tensor, target: torch.Tensor, edge_weight: float, freq_weight: float):
+    """``out`` [B,3,H,W] in model space (-1..1), ``target`` [B,H,W] in 0..1. Returns (total, parts)."""
+    o = (out + 1.0) / 2.0
+    t = target[:, None].to(o)
+    l1 = (o - t).abs().mean()
+    total = l1
+    parts = {"l1": l1.item()}
+    og = o.mean(dim=1, keepdim=True)
+    if edge_weight > 0:
+        ox, oy = _sobel(og)
+        tx, ty = _sobel(t)
+        edge = (ox - tx).abs().mean() + (oy - ty).abs().mean()
+        total = total + edge_weight * edge
+        parts["edge"] = edge.item()
+    if freq_weight > 0:
+        fo = torch.log1p(torch.fft.rfft2(og).abs())
+        ft = torch.log1p(torch.fft.rfft2(t).abs())
+        freq = (fo - ft).abs().mean()
+        total = total + freq_weight * freq
+        parts["freq"] = freq.item()
+    return total, parts
+
+
+def train_step(sym: SymmetricVAE, batch, cfg: TrainConfig, device) -> tuple[torch.Tensor, dict]:
+    inp, tgt, hole = (t.to(device) for t in batch)
+    layout = sym.layout
+    with torch.no_grad():
+        x = inp.movedim(-1, 1) * 2.0 - 1.0
+        z = layout.encode_mean(x)
+        gates = None
+        if bool(hole.any()):
+            m = hole[:, None]
+            x = torch.where(m >= 0.5, torch.ones_like(x), x)
+            gates = sym.gates(m)
+        taps = layout.taps(x)
+    out = sym.skip_decode(z, None, gates, taps=taps)
+    return restoration_loss(out, tgt, cfg.edge_weight, cfg.freq_weight)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, sym: SymmetricVAE, opt: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> None:
+    from safetensors.torch import save_file
+
+    names = {id(p): n for n, p in sym.named_parameters()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in sym.state_dict().items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p)
+            if not state:
+                continue
+            n = names[id(p)]
+            for key, value in state.items():
+                tensors[f"optim.{n}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"mdim.kind": "symvae-train-checkpoint", "step": str(step), "config": json.dumps(dataclasses.asdict(cfg)),
+            "hidden": json.dumps(sym.hidden)}
+    tmp = path.with_name(path.name + ".part")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, sym: SymmetricVAE, opt: torch.optim.Optimizer) -> int:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"checkpoint: {path.name} is damaged ({exc}); delete it to start over") from exc
+    if meta.get("mdim.kind") != "symvae-train-checkpoint":
+        raise ValueError(f"checkpoint: {path.name} is not a Symmetric VAE training checkpoint")
+    if json.loads(meta.get("hidden", "null")) != sym.hidden:
+        raise ValueError(f"checkpoint: {path.name} has adapter widths {meta.get('hidden')}, expected {sym.hidden}")
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    p0 = next(sym.parameters())
+    sym.load_state_dict({k: v.to(p0) for k, v in model.items()})
+    for n, p in sym.named_parameters():
+        state = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            t = tensors.get(f"optim.{n}.{key}")
+            if t is not None:
+                state[key] = t.to(p.device) if key != "step" else t
+        if state:
+            opt.state[p] = state
+    return int(meta.get("step", "0"))
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+def train(
+    sym: SymmetricVAE,
+    pages: list[np.ndarray],
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    extra_meta: dict | None = None,
+) -> dict:
+    """Train the adapters of ``sym`` on ``pages``; writes the adapter file ``out``. Returns a summary."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    out = Path(out)
+    ckpt = Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
+    base = sym.base
+    base.to(device)
+    base.requires_grad_(False)
+    base.eval()
+    sym.to(device)
+    sym.train()
+    opt = torch.optim.Adam(sym.parameters(), lr=cfg.lr)
+    start = 0
+    if ckpt.is_file():
+        start = load_checkpoint(ckpt, sym, opt)
+        log.info("[MDIM] resuming from %s at step %d", ckpt.name, start)
+    sampler = CropSampler(pages, cfg)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="symvae", unit="step")
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step])
+        loss, parts = train_step(sym, sampler.sample(rng, cfg.batch), cfg, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", l1=f"{parts['l1']:.4f}")
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(ckpt, sym, opt, step + 1, cfg)
+    bar.close()
+    summary = {
+        "steps": cfg.steps,
+        "resumed_at": start,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "config": dataclasses.asdict(cfg),
+        **(extra_meta or {}),
+    }
+    sym.eval()
+    save_adapters(sym, out, train=summary)
+    save_checkpoint(ckpt, sym, opt, cfg.steps, cfg)
+    return summary
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", required=True, help="folder of clean page scans (PNG/JPEG/TIFF/WebP, any size)")
+    p.add_argument("--out", required=True, help="adapter file to write (.safetensors), e.g. models/mdim/page.safetensors")
+    p.add_argument("--vae", required=True, help="base VAE: a diffusers AutoencoderKL folder or an SD VAE .safetensors")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"total optimisation steps (default {d.steps})")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step (default {d.batch})")
+    p.add_argument("--crop", type=int, default=d.crop, help=f"crop side in px, multiple of 8 (default {d.crop})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--edge-weight", type=float, default=d.edge_weight, help="weight of the Sobel-gradient L1 term")
+    p.add_argument("--freq-weight", type=float, default=d.freq_weight, help="weight of the log-FFT-magnitude L1 term")
+    p.add_argument("--clean-fraction", type=float, default=d.clean_fraction, help="share of crops left un-aged")
+    p.add_argument("--mask-fraction", type=float, default=d.mask_fraction, help="share of crops with a gated hole")
+    p.add_argument("--dpi", type=float, default=d.dpi, help="resolution of the data (scales the aging effects)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="adapter widths per level (default: auto)")
+    p.add_argument("--seed", type=int, default=d.seed, help="data seed (a run is reproducible from it)")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint interval in steps")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT with .ckpt.safetensors)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--max-pages", type=int, default=0, help="use at most this many pages (0 = all)")
+
+
+def read_pages(folder: str | os.PathLike, max_pages: int = 0) -> list[np.ndarray]:
+    from ..imageio import is_page_file, read_page
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--data: {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_page_file(p))
+    if max_pages:
+        files = files[:max_pages]
+    if not files:
+        raise ValueError(f"--data: no page images (PNG/JPEG/TIFF/WebP) in {folder}")
+    pages = []
+    for f in files:
+        try:
+            pages.append(to_grayscale(read_page(f).pixels))
+        except ValueError as exc:
+            log.warning("[MDIM] skipping %s: %s", f.name, exc)
+    if not pages:
+        raise ValueError(f"--data: none of the {len(files)} images in {folder} could be read")
+    return pages
+
+
+def run(args: argparse.Namespace) -> int:
+    from .base import load_base_vae
+
+    cfg = TrainConfig(
+        steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, edge_weight=args.edge_weight,
+        freq_weight=args.freq_weight, clean_fraction=args.clean_fraction, mask_fraction=args.mask_fraction,
+        dpi=args.dpi, seed=args.seed, save_every=args.save_every,
+    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pages = read_pages(args.data, args.max_pages)
+    vae = load_base_vae(args.vae)
+    sym = SymmetricVAE(vae, hidden=args.hidden)
+    print(f"[MDIM] training Symmetric VAE adapters on {len(pages)} pages, {device}, "
+          f"{sum(p.numel() for p in sym.parameters()):,} adapter parameters")
+    summary = train(sym, pages, cfg, args.out, checkpoint=args.checkpoint, device=device,
+                    extra_meta={"data": Path(args.data).name, "pages": len(pages)})
+    print(f"[MDIM] wrote {args.out} (final loss {summary['final_loss']:.4f}, {summary['seconds']} s)")
+    return 0
