@@ -1,0 +1,228 @@
+"""Helpers to drive a real ComfyUI from tests: start a server, run prompts, read images back.
+
+Nothing here imports ``comfy`` at module level; :func:`import_comfy_on_cpu` does it on request.
+The fixtures in ``conftest.py`` wrap these helpers; test files in this folder can also import
+them directly (``from comfy_harness import run_prompt``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACK_DIR_NAME = "ComfyUI-MDIM"
+
+
+def import_comfy_on_cpu(comfyui_dir: str | os.PathLike) -> None:
+    """Make ``comfy`` importable from ``comfyui_dir`` and force its CPU mode.
+
+    ComfyUI parses ``sys.argv`` only when ``comfy.options.enable_args_parsing()`` was called
+    (main.py does); otherwise it parses an empty list. This never enables it, so pytest's own
+    command line is never read. ``--cpu`` is then set on the parsed defaults before
+    ``comfy.model_management`` picks a device.
+    """
+    comfyui_dir = os.path.abspath(os.fspath(comfyui_dir))
+    if comfyui_dir not in sys.path:
+        sys.path.insert(0, comfyui_dir)
+    import comfy.options
+
+    if comfy.options.args_parsing:
+        raise RuntimeError("comfy.options.args_parsing is enabled: ComfyUI would parse this process' argv")
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    if "comfy.model_management" in sys.modules:
+        import comfy.model_management
+
+        if comfy.model_management.cpu_state != comfy.model_management.CPUState.CPU:
+            raise RuntimeError("comfy.model_management was imported before CPU mode was set")
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass
+class ComfyServer:
+    """A running ComfyUI server started by :func:`start_server`."""
+
+    url: str
+    base_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+    checkpoints: dict = field(default_factory=dict)  # role -> file name in models/checkpoints
+    input_files: dict = field(default_factory=dict)  # role -> file name in input/
+    _object_info: dict | None = None
+
+    def get_json(self, path: str, timeout: float = 30.0):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def post_json(self, path: str, payload: dict, timeout: float = 30.0):
+        data = json.dumps(payload).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            raise PromptError(f"POST {path} -> HTTP {exc.code}: {body}") from None
+
+    def object_info(self) -> dict:
+        if self._object_info is None:
+            self._object_info = self.get_json("/object_info", timeout=120.0)
+        return self._object_info
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+class PromptError(RuntimeError):
+    """The server rejected a prompt or its execution failed."""
+
+
+def start_server(
+    comfyui_dir: str | os.PathLike,
+    base_dir: str | os.PathLike,
+    port: int,
+    python: str = sys.executable,
+    startup_timeout: float = 240.0,
+    extra_args: tuple[str, ...] = (),
+) -> ComfyServer:
+    """Start ``main.py --cpu`` on 127.0.0.1:port with ``base_dir`` and wait for /object_info."""
+    base_dir = Path(base_dir)
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "models/checkpoints"):
+        (base_dir / sub).mkdir(parents=True, exist_ok=True)  # main.py requires custom_nodes/
+    log_path = base_dir / "server.log"
+    cmd = [
+        python,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base_dir),
+        "--database-url",
+        "sqlite:///:memory:",
+        "--disable-auto-launch",
+        *extra_args,
+    ]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+    process = subprocess.Popen(
+        cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env
+    )
+    log_file.close()
+    server = ComfyServer(
+        url=f"http://127.0.0.1:{port}", base_dir=base_dir, log_path=log_path, process=process
+    )
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"ComfyUI exited with {process.returncode} during start-up:\n{server.log_tail()}"
+            )
+        try:
+            server.object_info()
+            return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            pass
+        if time.monotonic() > deadline:
+            stop_server(server)
+            raise RuntimeError(
+                f"ComfyUI did not answer /object_info in {startup_timeout:.0f}s:\n{server.log_tail()}"
+            )
+        time.sleep(1.0)
+
+
+def stop_server(server: ComfyServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=20)
+
+
+def import_failures(log_text: str) -> list[str]:
+    """Lines of the host log that report a custom node pack failing to import."""
+    return [line for line in log_text.splitlines() if "IMPORT FAILED" in line]
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 300.0) -> dict:
+    """Queue an API-format prompt, wait for it and return its history ``outputs`` (node id -> dict).
+
+    Raises :class:`PromptError` with the server's message when validation or execution fails.
+    """
+    client_id = uuid.uuid4().hex
+    answer = server.post_json("/prompt", {"prompt": prompt, "client_id": client_id})
+    if answer.get("node_errors"):
+        raise PromptError(f"prompt rejected: {json.dumps(answer['node_errors'], indent=1)}")
+    prompt_id = answer["prompt_id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        history = server.get_json(f"/history/{prompt_id}")
+        entry = history.get(prompt_id)
+        if entry is not None:
+            status = entry.get("status", {})
+            if status.get("status_str") == "error" or not status.get("completed", True):
+                messages = [m for m in status.get("messages", []) if m[0] == "execution_error"]
+                detail = json.dumps(messages, indent=1) if messages else json.dumps(status, indent=1)
+                raise PromptError(
+                    f"prompt {prompt_id} failed: {detail}\n--- server log ---\n{server.log_tail(40)}"
+                )
+            return entry.get("outputs", {})
+        if server.process.poll() is not None:
+            raise PromptError(f"ComfyUI exited while running the prompt:\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            server.post_json("/interrupt", {})
+            raise PromptError(f"prompt {prompt_id} did not finish in {timeout:.0f}s:\n{server.log_tail(40)}")
+        time.sleep(0.25)
+
+
+def output_images(outputs: dict) -> list[dict]:
+    """All image references (``{"filename", "subfolder", "type"}``) in a history ``outputs`` dict."""
+    refs = []
+    for node_id in sorted(outputs, key=lambda k: (len(k), k)):
+        refs.extend(outputs[node_id].get("images", []))
+    return refs
+
+
+def fetch_image(server: ComfyServer, ref: dict) -> np.ndarray:
+    """Download an output image through ``/view``: uint8 ``[H, W, C]`` exactly as saved."""
+    from PIL import Image
+
+    query = urllib.parse.urlencode(
+        {
+            "filename": ref["filename"],
+            "subfolder": ref.get("subfolder", ""),
+            "type": ref.get("type", "output"),
+        }
+    )
+    with urllib.request.urlopen(f"{server.url}/view?{query}", timeout=60) as resp:
+        data = resp.read()
+    with Image.open(io.BytesIO(data)) as img:
+        return np.array(img)

@@ -1,0 +1,334 @@
+"""Fixtures for tests that run the pack inside a real ComfyUI (0.8.0).
+
+Every test in this folder is marked ``integration`` and skipped unless ``COMFYUI_DIR`` points at a
+ComfyUI source tree whose requirements are installed in the Python running pytest. Nothing here
+imports ``comfy`` unless a fixture that needs it runs, so the unit suite (CI) never touches it.
+Test modules in this folder must not import ``comfy`` at module level either: use the
+``inprocess_comfy`` fixture, or skip the module first when ``COMFYUI_DIR`` is unset.
+
+Fixtures (see docs/readme/integration-tests.md):
+- ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting).
+- ``comfy_server``: one ComfyUI server per session with the pack symlinked into ``custom_nodes`` and
+  the tiny checkpoints and test images in place (a :class:`comfy_harness.ComfyServer`).
+- ``comfy_run``: ``comfy_run(prompt, timeout=300) -> outputs``; ``comfy_images(outputs) -> [uint8 arrays]``.
+- ``workflow_prompt``: ``workflow_prompt("name.json", **input_overrides) -> API prompt`` for a shipped workflow.
+- ``test_images``: the input images (uint8 arrays) by file name.
+- ``inprocess_comfy``: comfy imported in this process on CPU, with the pack loaded as a package.
+- ``inprocess_checkpoint`` / ``inprocess_inpaint_checkpoint``: ``(MODEL, CLIP, VAE)`` of the tiny checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from comfy_harness import (  # noqa: E402
+    PACK_DIR_NAME,
+    REPO_ROOT,
+    ComfyServer,
+    fetch_image,
+    import_comfy_on_cpu,
+    output_images,
+    run_prompt,
+    start_server,
+    stop_server,
+)
+from tiny_checkpoint import BUILDER_VERSION  # noqa: E402
+from workflow_validation import substitute_inputs, ui_to_api  # noqa: E402
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+PORT_RANGE = range(
+    int(os.environ.get("MDIM_TEST_PORT", "18181")), int(os.environ.get("MDIM_TEST_PORT", "18181")) + 9
+)
+PACK_MODULE_NAME = "mdim_pack_under_test"
+
+# File names the server sees. Shipped workflows use the placeholder names; they are linked to the
+# tiny checkpoints and generated images so workflows run unchanged.
+CKPT_STANDARD = "mdim_tiny_sd15.safetensors"
+CKPT_INPAINT = "mdim_tiny_sd15_inpainting.safetensors"
+CKPT_PLACEHOLDERS = {"sd15_mdim_zsnr_vpred.safetensors": CKPT_STANDARD}
+PAGE_SIZE = (164, 132)  # (H, W): deliberately not multiples of 8
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="COMFYUI_DIR is not set: real-host tests skipped")
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+            if not COMFYUI_DIR:
+                item.add_marker(skip)
+
+
+def _require_comfyui() -> Path:
+    if not COMFYUI_DIR:
+        pytest.skip("COMFYUI_DIR is not set")
+    path = Path(COMFYUI_DIR).resolve()
+    if not (path / "main.py").is_file() or not (path / "comfy").is_dir():
+        pytest.fail(f"COMFYUI_DIR={COMFYUI_DIR} is not a ComfyUI source tree (no main.py / comfy/)")
+    return path
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("MDIM_TEST_CACHE") or Path.home() / ".cache" / "mdim-tests")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_tiny_checkpoint(comfyui_dir: Path, inpaint: bool) -> Path:
+    """Path of the cached tiny checkpoint, built once (in a subprocess, ~25 s) if missing."""
+    kind = "inpainting" if inpaint else "standard"
+    path = cache_dir() / f"tiny_sd15_{kind}_v{BUILDER_VERSION}.safetensors"
+    if not path.is_file():
+        cmd = [
+            sys.executable,
+            str(HERE / "tiny_checkpoint.py"),
+            "--comfyui-dir",
+            str(comfyui_dir),
+            "--out",
+            str(path),
+        ]
+        if inpaint:
+            cmd.append("--inpaint")
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not path.is_file():
+            raise RuntimeError(
+                f"building {path.name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints() -> dict[str, Path]:
+    """``{"standard": path, "inpainting": path}`` of the tiny SD1.5 checkpoints (cached across runs)."""
+    comfyui_dir = _require_comfyui()
+    return {
+        "standard": build_tiny_checkpoint(comfyui_dir, inpaint=False),
+        "inpainting": build_tiny_checkpoint(comfyui_dir, inpaint=True),
+    }
+
+
+# --------------------------------------------------------------------------- test images
+
+
+def make_test_images(height: int = PAGE_SIZE[0], width: int = PAGE_SIZE[1]) -> dict[str, np.ndarray]:
+    """Small deterministic manga-like inputs (uint8): a page, a text mask, an aged scan of the page.
+
+    The mask file is RGBA: white RGB and alpha 0 inside the hole, so every way of reading it gives
+    1 inside the hole (LoadImage's MASK output, LoadImageMask on red/green/blue/alpha).
+    """
+    rng = np.random.default_rng(1234)
+    yy, xx = np.mgrid[0:height, 0:width]
+    page = np.full((height, width), 255, np.uint8)
+    page[:3], page[-3:], page[:, :3], page[:, -3:] = 0, 0, 0, 0  # panel border
+    page[height // 2 - 2 : height // 2 + 2] = 0  # gutter line
+    # screentone: round dots on a rotated grid in the lower panel
+    u = (xx * np.cos(0.785) + yy * np.sin(0.785)) / 6.0
+    v = (-xx * np.sin(0.785) + yy * np.cos(0.785)) / 6.0
+    dots = ((u - np.round(u)) ** 2 + (v - np.round(v)) ** 2) < 0.12
+    lower = (yy > height // 2 + 4) & (yy < height - 6) & (xx > 6) & (xx < width - 6)
+    page[lower & dots] = 0
+    # "text": short black strokes in the upper panel
+    mask = np.zeros((height, width), bool)
+    for row in range(14, height // 2 - 14, 12):
+        for col in range(16, width - 24, 10):
+            page[row : row + 7, col : col + 2] = 0
+            page[row + 3 : row + 5, col : col + 6] = 0
+        mask[row - 3 : row + 10, 12 : width - 18] = True
+    page_rgb = np.repeat(page[..., None], 3, axis=2)
+    mask_rgba = np.zeros((height, width, 4), np.uint8)
+    mask_rgba[mask] = (255, 255, 255, 0)
+    mask_rgba[~mask] = (0, 0, 0, 255)
+    tint = np.array([0.96, 0.90, 0.74])
+    light = 0.85 + 0.15 * np.sin(xx / width * np.pi)[..., None]
+    old = page_rgb.astype(np.float64) * tint * light + rng.normal(0, 6.0, page_rgb.shape)
+    old = np.clip(old + (255 - page_rgb) * 0.08, 0, 255).astype(np.uint8)
+    return {
+        "mdim_example_page.png": page_rgb,
+        "mdim_example_mask.png": mask_rgba,
+        "mdim_example_old_scan.png": old,
+    }
+
+
+@pytest.fixture(scope="session")
+def test_images() -> dict[str, np.ndarray]:
+    """The images placed in the server's input/ folder, by file name (uint8 arrays)."""
+    return make_test_images()
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    for port in PORT_RANGE:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} (set MDIM_TEST_PORT)")
+
+
+def prepare_base_dir(base: Path, checkpoints: dict[str, Path], images: dict[str, np.ndarray]) -> dict:
+    """Lay out a ComfyUI base directory: the pack, the tiny checkpoints and the test images."""
+    from PIL import Image
+
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+    ckpt_dir = base / "models" / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    names = {"standard": CKPT_STANDARD, "inpainting": CKPT_INPAINT}
+    for role, name in names.items():
+        (ckpt_dir / name).symlink_to(checkpoints[role])
+    for placeholder, target in CKPT_PLACEHOLDERS.items():
+        (ckpt_dir / placeholder).symlink_to(ckpt_dir / target)
+    input_dir = base / "input"
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for name, array in images.items():
+        Image.fromarray(array).save(input_dir / name)
+    return names
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, tiny_checkpoints, test_images) -> ComfyServer:
+    """One ComfyUI server for the whole session, started with the Python running pytest."""
+    comfyui_dir = _require_comfyui()
+    base = tmp_path_factory.mktemp("comfy_base")
+    checkpoint_names = prepare_base_dir(base, tiny_checkpoints, test_images)
+    server = start_server(comfyui_dir, base, _free_port(), python=sys.executable)
+    server.checkpoints = dict(checkpoint_names)
+    server.input_files = {name: name for name in test_images}
+    yield server
+    stop_server(server)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "comfy_server" in getattr(item, "funcargs", {}):
+        server = item.funcargs["comfy_server"]
+        try:
+            report.sections.append(("ComfyUI server log (tail)", server.log_tail(60)))
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def comfy_run(comfy_server):
+    """``comfy_run(prompt, timeout=300) -> history outputs`` on the session server."""
+
+    def _run(prompt: dict, timeout: float = 300.0) -> dict:
+        return run_prompt(comfy_server, prompt, timeout=timeout)
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def comfy_images(comfy_server):
+    """``comfy_images(outputs) -> [uint8 [H, W, C] arrays]`` of every image in a prompt's outputs."""
+
+    def _images(outputs: dict) -> list[np.ndarray]:
+        return [fetch_image(comfy_server, ref) for ref in output_images(outputs)]
+
+    return _images
+
+
+def load_workflow(name: str) -> dict:
+    path = REPO_ROOT / "workflows" / name
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def workflow_prompt(comfy_server):
+    """``workflow_prompt(name, **overrides) -> API prompt`` of ``workflows/<name>``.
+
+    Converted with the live server's /object_info. ``overrides`` replace widget values by input
+    name in every node that has them (e.g. ``steps=2``, ``ckpt_name="mdim_tiny_sd15_inpainting.safetensors"``).
+    """
+
+    def _prompt(name: str, **overrides) -> dict:
+        prompt = ui_to_api(load_workflow(name), comfy_server.object_info())
+        return substitute_inputs(prompt, overrides) if overrides else prompt
+
+    return _prompt
+
+
+# --------------------------------------------------------------------------- in-process comfy
+
+
+def load_pack_in_process() -> types.ModuleType:
+    """Import the repository as a package (as ComfyUI does with a custom node folder)."""
+    if PACK_MODULE_NAME in sys.modules:
+        return sys.modules[PACK_MODULE_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def inprocess_comfy() -> types.SimpleNamespace:
+    """ComfyUI imported in this process (CPU) and the pack loaded as a package.
+
+    Returns a namespace with ``comfy_dir``, ``pack`` (the package module, named
+    ``mdim_pack_under_test``: import submodules as ``mdim_pack_under_test.nodes.x``) and
+    ``nodes`` (node id -> V3 node class, as the pack's extension lists them). Call a node
+    directly with ``ns.nodes["MDIM_X"].execute(**inputs)``.
+    """
+    comfyui_dir = _require_comfyui()
+    import_comfy_on_cpu(comfyui_dir)
+    import torch
+
+    torch.set_num_threads(1)
+    import comfy.model_management  # noqa: F401 - device selection happens here, on CPU
+
+    pack = load_pack_in_process()
+    extension = asyncio.run(pack.comfy_entrypoint())
+    node_list = asyncio.run(extension.get_node_list())
+    nodes = {cls.define_schema().node_id: cls for cls in node_list}
+    return types.SimpleNamespace(comfy_dir=comfyui_dir, pack=pack, nodes=nodes)
+
+
+def _load_checkpoint(path: Path):
+    import comfy.sd
+
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path))
+    return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def inprocess_checkpoint(inprocess_comfy, tiny_checkpoints):
+    """``(MODEL, CLIP, VAE)`` of the tiny standard SD1.5 checkpoint, loaded in-process."""
+    return _load_checkpoint(tiny_checkpoints["standard"])
+
+
+@pytest.fixture(scope="session")
+def inprocess_inpaint_checkpoint(inprocess_comfy, tiny_checkpoints):
+    """``(MODEL, CLIP, VAE)`` of the tiny 9-channel inpainting checkpoint, loaded in-process."""
+    return _load_checkpoint(tiny_checkpoints["inpainting"])

@@ -1,0 +1,146 @@
+"""The harness itself against a real ComfyUI: pack loading, tiny checkpoints, core-only prompts.
+
+These prove the test host works before (and independently of) any MDIM node: the tiny checkpoints
+are detected as SD1.5 (standard and inpainting), and core graphs run through /prompt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from comfy_harness import PACK_DIR_NAME, PromptError, import_failures
+from workflow_validation import declared_node_ids
+
+
+def test_pack_loads_without_import_failure(comfy_server):
+    log = comfy_server.log_text()
+    assert import_failures(log) == [], "\n".join(import_failures(log))
+    loaded = [line for line in log.splitlines() if line.rstrip().endswith(f"custom_nodes/{PACK_DIR_NAME}")]
+    assert loaded, f"the pack is not in the host's custom node import list:\n{comfy_server.log_tail()}"
+    assert "Traceback" not in log, comfy_server.log_tail()
+
+
+def test_tiny_checkpoints_are_detected_as_sd15(
+    inprocess_comfy, inprocess_checkpoint, inprocess_inpaint_checkpoint
+):
+    import comfy.model_base
+    import comfy.supported_models
+
+    for (model, clip, vae), inpaint in ((inprocess_checkpoint, False), (inprocess_inpaint_checkpoint, True)):
+        config = model.model.model_config
+        assert type(config) is comfy.supported_models.SD15
+        assert config.inpaint_model() is inpaint
+        assert config.unet_config["in_channels"] == (9 if inpaint else 4)
+        assert model.model.model_type == comfy.model_base.ModelType.EPS
+        assert clip is not None and vae is not None
+        assert vae.latent_channels == 4 and vae.downscale_ratio == 8
+
+
+def _txt2img_prompt(ckpt: str, width: int, height: int, seed: int, prefix: str) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "manga page, screentone", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "color", "clip": ["1", 1]}},
+        "4": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "5": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "seed": seed,
+                "steps": 2,
+                "cfg": 5.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "denoise": 1.0,
+            },
+        },
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }
+
+
+def test_core_txt2img_runs_on_the_tiny_checkpoint(comfy_server, comfy_run, comfy_images):
+    ckpt = comfy_server.checkpoints["standard"]
+    outputs = comfy_run(_txt2img_prompt(ckpt, 64, 48, seed=3, prefix="smoke/a"), timeout=240)
+    (image,) = comfy_images(outputs)
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    assert image.std() > 1.0  # random weights give a non-constant image
+    # a different seed changes the sampled image (the graph really samples)
+    (other,) = comfy_images(comfy_run(_txt2img_prompt(ckpt, 64, 48, seed=4, prefix="smoke/b"), timeout=240))
+    assert other.shape == image.shape
+    assert np.abs(other.astype(int) - image.astype(int)).max() > 0
+
+
+def test_core_inpainting_runs_on_the_9_channel_checkpoint(comfy_server, comfy_run, comfy_images, test_images):
+    ckpt = comfy_server.checkpoints["inpainting"]
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "blank speech bubble", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "text", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "mdim_example_page.png"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "mdim_example_mask.png"}},
+        "6": {
+            "class_type": "InpaintModelConditioning",
+            "inputs": {
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "vae": ["1", 2],
+                "pixels": ["4", 0],
+                "mask": ["5", 1],
+                "noise_mask": True,
+            },
+        },
+        "7": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "seed": 1,
+                "steps": 2,
+                "cfg": 4.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "positive": ["6", 0],
+                "negative": ["6", 1],
+                "latent_image": ["6", 2],
+                "denoise": 1.0,
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "smoke/inpaint"}},
+        "10": {"class_type": "MaskToImage", "inputs": {"mask": ["5", 1]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "smoke/mask"}},
+    }
+    outputs = comfy_run(prompt, timeout=300)
+    images = {node: comfy_images({node: outputs[node]})[0] for node in ("9", "11")}
+    height, width = test_images["mdim_example_page.png"].shape[:2]
+    # InpaintModelConditioning crops to multiples of 8, as core VAEEncode does
+    assert images["9"].shape == (height // 8 * 8, width // 8 * 8, 3)
+    # the mask file reads as 1 inside the hole through LoadImage's MASK output
+    expected_mask = (test_images["mdim_example_mask.png"][..., 3] == 0).astype(np.uint8) * 255
+    np.testing.assert_array_equal(images["11"][..., 0], expected_mask)
+
+
+def test_prompt_errors_surface_with_the_servers_message(comfy_server, comfy_run):
+    prompt = _txt2img_prompt(comfy_server.checkpoints["standard"], 64, 48, seed=0, prefix="smoke/bad")
+    prompt["5"]["inputs"]["sampler_name"] = "no_such_sampler"
+    with pytest.raises(PromptError, match="sampler_name"):
+        comfy_run(prompt, timeout=60)
+
+
+def test_server_lists_every_node_the_pack_declares(comfy_server):
+    info = comfy_server.object_info()
+    declared = declared_node_ids()
+    missing = sorted(node_id for node_id in declared if node_id not in info)
+    assert not missing, (
+        f"declared in nodes/*.py but not served by the host: {missing}\n{comfy_server.log_tail()}"
+    )
+    for node_id in declared:
+        node = info[node_id]
+        assert node["category"].startswith("MDIM/"), node_id
+        assert node["python_module"].startswith("custom_nodes."), node_id
