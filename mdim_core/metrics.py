@@ -44,6 +44,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 _SSIM_PAD = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5: half the 11-px window
 _STRIP = 512
+#: Floor added to both gradient energies of the seam ratio (a 1 % grey step per pixel), so flat
+#: paper in the truth does not make the ratio explode.
+SEAM_EPS = 1e-4
 WHITE = 250.0 / 255.0
 
 #: Keys of :func:`evaluate_pair`'s result, in table order.
@@ -359,8 +362,8 @@ def seam_score(output, truth, mask, band: int = 3) -> dict[str, float]:
     """Gradient energy in a band of ``band`` px on both sides of the mask border.
 
     ``seam_err``: mean squared gradient of ``output - truth`` in the band (0 = no seam at all);
-    ``seam_ratio``: gradient energy of the output over that of the truth in the band (1 = the border
-    is as busy as in the truth; > 1 a visible seam). ``nan`` for an empty or full mask.
+    ``seam_ratio``: gradient energy of the output over that of the truth in the band, each plus
+    :data:`SEAM_EPS` (1 = the border is as busy as in the truth; > 1 a visible seam). ``nan`` for an empty or full mask.
     """
     a, b = _pair(output, truth)
     m = _mask(mask, a.shape)
@@ -384,8 +387,7 @@ def seam_score(output, truth, mask, band: int = 3) -> dict[str, float]:
     bx, by = _grad2(sb)
     ea = float((ax * ax + ay * ay)[ring].mean())
     eb = float((bx * bx + by * by)[ring].mean())
-    eps = 1e-6
-    return dict(seam_err=err, seam_ratio=(ea + eps) / (eb + eps))
+    return dict(seam_err=err, seam_ratio=(ea + SEAM_EPS) / (eb + SEAM_EPS))
 
 
 # ---------------------------------------------------------------------------------------------

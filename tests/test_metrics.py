@@ -135,7 +135,7 @@ def test_seam_score_known_step():
     r = seam_score(out, truth, mask, band=band)
     # 80 border differences of 0.1 (20 on each side of the square), all inside the band.
     assert r["seam_err"] == pytest.approx(80 * 0.01 / ring.sum(), rel=1e-6)
-    assert r["seam_ratio"] > 100
+    assert r["seam_ratio"] == pytest.approx((r["seam_err"] + metrics.SEAM_EPS) / metrics.SEAM_EPS, rel=1e-9)
     same = seam_score(truth, truth, mask)
     assert same["seam_err"] == 0.0 and same["seam_ratio"] == pytest.approx(1.0)
     assert math.isnan(seam_score(truth, truth, np.zeros((60, 60), bool))["seam_err"])
@@ -187,3 +187,35 @@ def test_inputs_rgb_uint8_and_errors():
         ssim(g, g, region="edge")
     r = evaluate_pair(g, g)
     assert math.isnan(r["psnr_in"]) and math.isnan(r["seam_err"]) and r["psnr"] == math.inf
+
+
+def test_eval_command_prints_table_and_json(tmp_path, capsys):
+    import json
+
+    from mdim_core.__main__ import main
+    from mdim_core.imageio import write_image
+
+    truth = _screen(128, 128)
+    out = truth.copy()
+    out[40:60, 40:60] = 1.0
+    mask = np.zeros(truth.shape, np.float32)
+    mask[40:60, 40:60] = 1.0
+    for d in ("out", "truth", "masks"):
+        (tmp_path / d).mkdir()
+    write_image(tmp_path / "out" / "p1.png", out)
+    write_image(tmp_path / "truth" / "p1.png", truth)
+    write_image(tmp_path / "masks" / "p1_mask.png", mask)
+    code = main(["eval", str(tmp_path / "out"), "--truth", str(tmp_path / "truth"), "--masks",
+                 str(tmp_path / "masks"), "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| p1.png |" in text and "**mean**" in text and "psnr_in" in text
+    data = json.loads((tmp_path / "r.json").read_text())
+    q_out = np.round(out * 255) / 255
+    q_truth = np.round(truth * 255) / 255
+    assert data["images"]["p1.png"]["psnr"] == pytest.approx(psnr(q_out, q_truth), abs=1e-6)
+    assert data["images"]["p1.png"]["psnr_out"] == "inf" and data["images"]["p1.png"]["max_abs_out"] == 0.0
+    # A missing truth is an error naming the file.
+    write_image(tmp_path / "out" / "p2.png", out)
+    assert main(["eval", str(tmp_path / "out"), "--truth", str(tmp_path / "truth")]) == 1
+    assert "p2" in capsys.readouterr().err

@@ -182,3 +182,27 @@ def test_a4_at_600_dpi_is_memory_frugal():
     n = 7016 * 4961
     # Result: two float32 pages + six bool maps = 14 bytes/px; rendering adds little on top.
     assert peak < n * 14 + 400e6, peak / 1e6
+
+
+def test_synth_command_writes_a_pairable_set(tmp_path):
+    from mdim_core.__main__ import main
+    from mdim_core.imageio import read_image
+    from mdim_core.levels import prepare_ground_truth
+
+    code = main(["synth", str(tmp_path), "--count", "2", "--seed", "5", "--size", "200x150", "--dpi", "100", "--aged"])
+    assert code == 0
+    name = "page_00005.png"
+    sp = generate_page(5, size=(200, 150), dpi=100)
+    page = read_image(tmp_path / "page" / name)[..., 0]
+    clean = read_image(tmp_path / "clean" / name)[..., 0]
+    assert np.abs(page - sp.page).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(clean - sp.clean).max() <= 0.5 / 255 + 1e-6
+    for kind in ("text", "sfx", "wide", "box", "small"):
+        m = read_image(tmp_path / "masks" / kind / name)[..., 0] > 0.5
+        assert np.array_equal(m, sp.masks[kind]), kind
+    aged = read_image(tmp_path / "aged" / name)
+    assert aged.shape == (200, 150, 3)
+    target = read_image(tmp_path / "aged_truth" / name)[..., 0]
+    assert np.abs(target - prepare_ground_truth(sp.page)).max() <= 0.5 / 255 + 1e-6
+    assert (tmp_path / "meta" / "page_00006.json").is_file()
+    assert main(["synth", str(tmp_path), "--count", "0"]) == 1
