@@ -452,3 +452,19 @@ def test_substitute_inputs_replaces_literals_only(schema):
     assert changed["5"]["inputs"]["steps"] == 2
     assert changed["5"]["inputs"]["model"] == ["1", 0]  # links are never replaced
     assert prompt["5"]["inputs"]["steps"] == 20  # the input prompt is not modified
+
+
+def test_file_combos_are_told_apart_from_option_combos(schema):
+    from workflow_validation import is_file_combo
+
+    def spec(node, name):
+        return dict((n, s) for n, s, _ in input_specs(schema[node]))[name]
+
+    assert is_file_combo(spec("CheckpointLoaderSimple", "ckpt_name"), "ckpt_name")
+    assert is_file_combo(spec("LoadImage", "image"), "image")
+    assert is_file_combo(spec("LoraLoader", "lora_name"), "lora_name")
+    assert not is_file_combo(spec("KSampler", "sampler_name"), "sampler_name")
+    assert not is_file_combo(spec("KSampler", "scheduler"), "scheduler")
+    assert not is_file_combo(spec("LatentUpscaleBy", "upscale_method"), "upscale_method")
+    if "MDIM_SymVAELoader" in schema:  # model files of the pack's own folder
+        assert is_file_combo(spec("MDIM_SymVAELoader", "adapter_name"), "adapter_name")

@@ -38,6 +38,11 @@ FILE_EXTENSIONS = re.compile(
     re.IGNORECASE,
 )
 
+FILE_INPUT_NAMES = re.compile(
+    r"(ckpt|vae|lora|model|adapter|control_net|unet|clip\d?|clip_vision|upscale_model|style_model|gligen|"
+    r"hypernetwork|embedding|audio_encoder|photomaker_model)_name\d*"
+)
+
 
 class WorkflowError(ValueError):
     """A workflow cannot be converted; the message lists every problem found."""
@@ -102,12 +107,18 @@ def has_upload_button(spec) -> bool:
     return any(options.get(flag) for flag in UPLOAD_FLAGS)
 
 
-def is_file_combo(spec) -> bool:
-    """Combos listing files of the machine (checkpoints, images...): any string is acceptable."""
+def is_file_combo(spec, name: str | None = None) -> bool:
+    """Combos listing files of the machine (checkpoints, images...): any string is acceptable.
+
+    Recognised by an upload button, an empty or file-name option list, or an input name of the
+    ``*_name`` family that core and this pack use for model files (``ckpt_name``, ``adapter_name``...).
+    """
     if spec_type(spec) != "COMBO":
         return False
     values = combo_values(spec)
     if has_upload_button(spec) or not values:
+        return True
+    if name is not None and FILE_INPUT_NAMES.fullmatch(name):
         return True
     return any(isinstance(v, str) and FILE_EXTENSIONS.search(v) for v in values)
 
@@ -182,7 +193,7 @@ def check_widget_value(name: str, spec, value) -> str | None:
     elif kind == "COMBO":
         if not isinstance(value, str) and not isinstance(value, (int, float)):
             return f"{name}={value!r}: expected one of the options"
-        if not is_file_combo(spec) and value not in combo_values(spec):
+        if not is_file_combo(spec, name) and value not in combo_values(spec):
             return f"{name}={value!r}: not one of {combo_values(spec)!r}"
         return None
     if kind in ("INT", "FLOAT"):

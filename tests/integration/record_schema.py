@@ -7,8 +7,8 @@ after changing a node's schema, with the Python of a ComfyUI environment:
     python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR
     python tests/integration/record_schema.py --url http://127.0.0.1:8188   # a server already running the pack
 
-Only ``MDIM_*`` nodes are kept. Combos that list files of the machine (model files, input
-images) are recorded with an empty option list, so the file does not depend on what is installed.
+Only ``MDIM_*`` nodes are kept. File names (model files, input images) are removed from combo
+options, so the file does not depend on what is installed where it was recorded.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from comfy_harness import PACK_DIR_NAME, REPO_ROOT, import_failures, start_server, stop_server  # noqa: E402
-from workflow_validation import MDIM_SCHEMA_PATH, is_file_combo  # noqa: E402
+from workflow_validation import FILE_EXTENSIONS, MDIM_SCHEMA_PATH, spec_type  # noqa: E402
 
 REGENERATE_COMMAND = "python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR"
 
 
 def normalize_schema(object_info: dict) -> dict:
-    """The ``MDIM_*`` part of an object_info answer, with file-list combos emptied."""
+    """The ``MDIM_*`` part of an object_info answer, without file names in combo options."""
     result = {}
     for node_id in sorted(object_info):
         if not node_id.startswith("MDIM_"):
@@ -40,13 +40,18 @@ def normalize_schema(object_info: dict) -> dict:
         node = copy.deepcopy(object_info[node_id])
         for section in ("required", "optional"):
             for spec in (node.get("input", {}).get(section) or {}).values():
-                if is_file_combo(spec):
-                    if isinstance(spec[0], list):
-                        spec[0] = []
-                    elif len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
-                        spec[1]["options"] = []
+                if spec_type(spec) != "COMBO":
+                    continue
+                if isinstance(spec[0], list):
+                    spec[0] = _without_files(spec[0])
+                elif len(spec) > 1 and isinstance(spec[1], dict) and "options" in spec[1]:
+                    spec[1]["options"] = _without_files(spec[1]["options"])
         result[node_id] = node
     return result
+
+
+def _without_files(options: list) -> list:
+    return [v for v in options if not (isinstance(v, str) and FILE_EXTENSIONS.search(v))]
 
 
 def dumps(schema: dict) -> str:
