@@ -105,7 +105,7 @@ def _sq_err_sums(a, b, m):
             n_in = int(mm.sum())
             tot[1] += s_in
             cnt[1] += n_in
-            tot[2] += float(d.sum()) - s_in
+            tot[2] += float(d[~mm].sum())  # summed apart: no cancellation error
             cnt[2] += d.size - n_in
     return tot, cnt
 

@@ -52,12 +52,32 @@ def test_page_format_and_exact_ground_truth(small_pages):
                 assert np.abs(sp.page - sp.clean)[sp.masks[k]].max() > 0.9
 
 
-def test_text_lies_in_white_bubbles(small_pages):
+def test_bubble_text_lies_on_white_bubbles(small_pages):
+    checked = 0
+    yy, xx = np.mgrid[0:640, 0:480] + 0.5
     for sp in small_pages:
-        if sp.metadata["bubbles"] and not sp.masks["sfx"].any():
-            text = sp.masks["text"]
-            assert sp.clean[text].mean() > 0.9  # bubble interior is white under the text
+        for cx, cy, a, b in sp.metadata["bubble_ellipses"]:
+            inside = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 < 0.8
+            text = sp.masks["text"] & inside & ~sp.masks["sfx"]
+            if text.sum() < 50:
+                continue
+            assert sp.clean[text].mean() > 0.95  # the bubble is white under its text
             assert sp.page[text].mean() < sp.clean[text].mean() - 0.1
+            checked += 1
+    assert checked > 0
+
+
+def test_free_text_over_artwork_has_a_white_halo():
+    found = 0
+    for seed in range(8):
+        sp = generate_page(seed, size=(800, 600), dpi=300, masks=False)
+        if not sp.metadata["free_text"]:
+            continue
+        found += 1
+        text = sp.masks["text"]
+        # The halo paints paper white over artwork that was darker in the clean page.
+        assert ((sp.page == 1.0) & (sp.clean < 0.5) & text).sum() > 20
+    assert found > 0
 
 
 def test_panels_have_black_borders_and_white_gutters(small_pages):

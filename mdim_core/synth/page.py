@@ -4,7 +4,8 @@
 backgrounds (white, black, dot screentones with several line frequencies, angles and tones, dot
 gradients, line tones, cross-hatching, radial focus lines), parallel speed lines, figure-like shapes
 filled with tone and outlined with ink of varying width, free ink strokes, speech bubbles (white,
-outlined, with a tail) holding glyph-like pseudo-text, and big SFX letters over the artwork.
+outlined, with a tail) holding glyph-like pseudo-text, free text over the artwork (white-outlined),
+and big SFX letters over the artwork.
 
 The page is rendered twice: ``clean`` without the removable elements (bubble text and SFX) and
 ``page`` with them. ``clean`` is the exact result of a perfect removal: ``page == clean`` wherever
@@ -131,7 +132,8 @@ def generate_page(
         for k in ("wide", "box", "small"):
             m[k] = np.zeros((h, w), bool)
     meta = dict(seed=int(seed), size=[h, w], dpi=float(dpi), scenes=r.scenes, bubbles=r.n_bubbles,
-                sfx=r.n_sfx)
+                free_text=r.n_free_text, sfx=r.n_sfx,
+                bubble_ellipses=[[round(b[k], 2) for k in ("cx", "cy", "a", "b")] for b in r.bubbles])
     return SynthPage(page=r.page, clean=r.clean, masks=m, panels=r.panels, screentone=r.tone, dpi=float(dpi),
                      seed=int(seed), tones=r.tones, metadata=meta)
 
@@ -215,8 +217,24 @@ class _Renderer:
         for p in self.panels:
             if rng.uniform() < 0.6:
                 self.add_bubbles(p)
+        # Free text over the artwork (thoughts, narration, hand lettering), outlined in white.
+        free = []
+        for x0, y0, x1, y1 in self.panels:
+            pw, ph = x1 - x0, y1 - y0
+            g = rng.uniform(20, 30) * self.s
+            if rng.uniform() < 0.3 and min(pw, ph) > 6 * g:
+                vertical = bool(rng.uniform() < 0.6)
+                lines, per = int(rng.integers(1, 3)), int(rng.integers(3, 7))
+                hw = (lines * g * 1.15 if vertical else per * g * 1.05) / 2
+                hh = (per * g * 1.05 if vertical else lines * g * 1.15) / 2
+                if 2 * hw < pw * 0.9 and 2 * hh < ph * 0.9:
+                    cx = x0 + rng.uniform(hw + 0.05 * pw, pw - hw - 0.05 * pw)
+                    cy = y0 + rng.uniform(hh + 0.05 * ph, ph - hh - 0.05 * ph)
+                    free.append(dict(cx=cx, cy=cy, hw=hw, hh=hh, glyph=g, vertical=vertical,
+                                     seed=int(rng.integers(0, 2**31)), halo=rng.uniform(1.5, 3.0) * self.s))
+        self.n_free_text = len(free)
         self.page = self.clean.copy()
-        for b in self.bubbles:
+        for b in self.bubbles + free:
             self.draw_text(b)
         n_sfx = int(rng.choice([0, 1, 1, 2, 2, 3]))
         for _ in range(n_sfx):
@@ -348,15 +366,21 @@ class _Renderer:
     def draw_text(self, b):
         rng = np.random.default_rng(b["seed"])
         g = b["glyph"]
-        hw, hh = b["a"] * 0.62, b["b"] * 0.62
+        if "hw" in b:
+            hw, hh = b["hw"], b["hh"]
+        else:  # inside the bubble's inscribed rectangle
+            hw, hh = b["a"] * 0.62, b["b"] * 0.62
+        halo = float(b.get("halo", 0.0))
         stroke_r = max(0.5, g * rng.uniform(0.035, 0.05))
         pitch = g * 1.15
         lay = Layer(self.page, self.page_box, None)
-        cov_box = (int(b["cy"] - hh - g), int(b["cy"] + hh + g), int(b["cx"] - hw - g), int(b["cx"] + hw + g))
+        mg = g + halo + 2
+        cov_box = (int(b["cy"] - hh - mg), int(b["cy"] + hh + mg), int(b["cx"] - hw - mg), int(b["cx"] + hw + mg))
         cov_box = clip_box(cov_box, self.page_box)
         if cov_box is None:
             return
         alpha = np.zeros((cov_box[1] - cov_box[0], cov_box[3] - cov_box[2]), np.float32)
+        outer = np.zeros_like(alpha) if halo > 0 else None
         n_lines = max(1, int(2 * (hw if b["vertical"] else hh) // pitch))
         per_line = max(1, int(2 * (hh if b["vertical"] else hw) // (g * 1.05)))
         for li in range(n_lines):
@@ -370,15 +394,19 @@ class _Renderer:
                     gy = b["cy"] - hh + li * pitch
                 segs = np.concatenate([np.concatenate([st[:-1], st[1:]], 1) for st in glyphs.text_glyph(rng)])
                 segs = segs * g + [gx, gy, gx, gy]
-                m = stroke_r + 2
+                m = stroke_r + halo + 2
                 gbox = clip_box((int(gy - m), int(math.ceil(gy + g + m)), int(gx - m), int(math.ceil(gx + g + m))), cov_box)
                 if gbox is None:
                     continue
-                a = segments_coverage(segs, stroke_r, gbox)
-                dst = alpha[gbox[0] - cov_box[0] : gbox[1] - cov_box[0], gbox[2] - cov_box[2] : gbox[3] - cov_box[2]]
-                np.maximum(dst, a, out=dst)
+                sub = (slice(gbox[0] - cov_box[0], gbox[1] - cov_box[0]), slice(gbox[2] - cov_box[2], gbox[3] - cov_box[2]))
+                np.maximum(alpha[sub], segments_coverage(segs, stroke_r, gbox), out=alpha[sub])
+                if outer is not None:
+                    np.maximum(outer[sub], segments_coverage(segs, stroke_r + halo, gbox), out=outer[sub])
+        if outer is not None:
+            paint_coverage(lay, cov_box, outer, 1.0)
         paint_coverage(lay, cov_box, alpha, 0.0)
-        self._mark(self.text_mask, cov_box, alpha > 0, max(1, int(round(3 * self.s))))
+        hit = (outer if outer is not None else alpha) > 0
+        self._mark(self.text_mask, cov_box, hit, max(1, int(round(3 * self.s))))
 
     def _mark(self, mask, box, hit, radius):
         """OR a dilated hit map into ``mask`` on ``box`` grown by ``radius``."""
