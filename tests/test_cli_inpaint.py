@@ -1,0 +1,86 @@
+"""``python -m mdim_core inpaint`` end to end on tiny diffusers models."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_diffusers import build_model_dir
+
+from mdim_core.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--steps", "4", "--fri-steps", "2", "--sgi-max-side", "32", "--min-crop-side", "0", "--context-margin", "8"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_model_dir(tmp_path_factory.mktemp("cli_model") / "tiny", in_channels=9)
+
+
+@pytest.fixture()
+def page_and_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    page = (rng.random((101, 87)) * 255).astype(np.uint8)  # odd size, grayscale
+    page[::7] = 255
+    mask = np.zeros((101, 87), np.uint8)
+    mask[30:62, 20:55] = 255
+    mask[75:90, 60:80] = 250  # near-white (JPEG-like) counts as repaint
+    page_path, mask_path = tmp_path / "page.png", tmp_path / "mask.png"
+    Image.fromarray(page).save(page_path, dpi=(600, 600))
+    Image.fromarray(mask).convert("RGB").save(mask_path)
+    return page_path, mask_path, page, mask > 127
+
+
+def test_cli_end_to_end_keeps_outside_exact_and_is_deterministic(model_dir, page_and_mask, tmp_path, capsys):
+    page_path, mask_path, page, hole = page_and_mask
+    out1, out2, out3 = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    preview = tmp_path / "sgi.png"
+    args = ["inpaint", str(page_path), str(mask_path), "--model", str(model_dir), *FAST]
+    assert main([*args, "-o", str(out1), "--seed", "3", "--sgi-preview", str(preview)]) == 0
+    err = capsys.readouterr().err
+    assert "SGIM" in err and "step" in err  # the progress bar
+    assert main([*args, "-o", str(out2), "--seed", "3", "-q"]) == 0
+    assert main([*args, "-o", str(out3), "--seed", "4", "-q"]) == 0
+    a, b, c = (np.array(Image.open(p)) for p in (out1, out2, out3))
+    assert a.shape == page.shape and a.dtype == np.uint8  # grayscale in, grayscale out
+    assert np.array_equal(a[~hole], page[~hole])  # outside the mask: the input bytes
+    assert np.abs(a[hole].astype(int) - page[hole]).mean() > 2  # inside: redrawn
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with Image.open(out1) as im:
+        assert tuple(round(v) for v in im.info["dpi"]) == (600, 600)
+    assert np.array_equal(np.array(Image.open(preview))[~hole], page[~hole])
+
+
+def test_cli_bad_inputs_exit_2_with_a_message(model_dir, page_and_mask, tmp_path, capsys):
+    page_path, mask_path, *_ = page_and_mask
+    out = tmp_path / "x.png"
+    assert main(["inpaint", str(page_path), str(mask_path), "-o", str(out), "--model", str(tmp_path / "none")]) == 2
+    assert "model" in capsys.readouterr().err
+    assert main(["inpaint", str(tmp_path / "missing.png"), str(mask_path), "-o", str(out), "--model", str(model_dir)]) == 2
+    assert "missing.png" in capsys.readouterr().err
+    bad = ["inpaint", str(page_path), str(mask_path), "-o", str(out), "--model", str(model_dir), "--fri-strength", "1.5"]
+    assert main(bad) == 2
+    assert "fri_strength" in capsys.readouterr().err
+    eps = ["--prediction", "epsilon", "--zero-snr", "on"]
+    assert main(["inpaint", str(page_path), str(mask_path), "-o", str(out), "--model", str(model_dir), *eps]) == 2
+    assert "epsilon" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_python_dash_m_runs(model_dir, page_and_mask, tmp_path):
+    page_path, mask_path, page, hole = page_and_mask
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, "-m", "mdim_core", "inpaint", str(page_path), str(mask_path), "-o", str(out),
+           "--model", str(model_dir), *FAST, "--run-fri", "never"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"(\d+) region\(s\), (\d+) pass\(es\)", proc.stdout)
+    assert found and found.group(1) == found.group(2)  # --run-fri never: one pass per region
+    assert np.array_equal(np.array(Image.open(out))[~hole], page[~hole])

@@ -1,0 +1,114 @@
+"""Tiny diffusers-format models for tests: a UNet, a VAE, a CLIP text encoder and tokenizer, saved
+with ``save_pretrained`` into a folder laid out like a real Stable Diffusion model.
+
+Everything is built from small configs with seeded random weights (no download). The tokenizer's
+vocabulary is the 26 letters (alone and word-final) plus CLIP's two special tokens, with no merges.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+PROMPT_DIM = 16
+TOKENS = 16
+
+
+def unet_config(in_channels: int = 4) -> dict:
+    return {
+        "sample_size": 8,
+        "in_channels": in_channels,
+        "out_channels": 4,
+        "layers_per_block": 1,
+        "block_out_channels": (16, 32),
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": PROMPT_DIM,
+        "attention_head_dim": 4,
+        "norm_num_groups": 8,
+    }
+
+
+VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (8, 8, 16, 16),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+
+
+def write_tokenizer(folder: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {}
+    for tok in ["<|startoftext|>", "<|endoftext|>", *letters, *(f"{c}</w>" for c in letters), "!", "!</w>"]:
+        vocab[tok] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TOKENS)
+    tok.save_pretrained(folder)
+
+
+def scheduler_config(prediction: str = "v_prediction", zero_snr: bool = True) -> dict:
+    return {
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": prediction,
+        "rescale_betas_zero_snr": zero_snr,
+        "timestep_spacing": "trailing" if zero_snr else "leading",
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+
+
+def build_model_dir(
+    folder: str | Path,
+    *,
+    in_channels: int = 4,
+    prediction: str = "v_prediction",
+    zero_snr: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny model folder (unet, vae, text_encoder, tokenizer, scheduler) and return its path."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**unet_config(in_channels))
+    with torch.no_grad():  # keep predictions in a realistic range
+        unet.conv_out.weight.mul_(0.1)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    AutoencoderKL(**VAE_CONFIG).save_pretrained(folder / "vae", safe_serialization=True)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=56,
+            hidden_size=PROMPT_DIM,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=TOKENS,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    text.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    write_tokenizer(folder / "tokenizer")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(prediction, zero_snr)))
+    return folder
