@@ -18,7 +18,7 @@ def composite(
 ) -> torch.Tensor:
     """``new`` inside ``mask``, ``original`` outside it, in ``original``'s dtype.
 
-    ``mask`` is binary (1 = repaint). ``weight`` (optional, from ``masks.feather``) blends
+    ``mask`` is binary (1 = repaint; float or bool). ``weight`` (optional, from ``masks.feather``) blends
     inside the mask only: where it is 1 the result is ``new`` exactly, where the mask is 0
     the result is ``original`` exactly whatever ``weight`` says.
     """
@@ -27,7 +27,7 @@ def composite(
     if mask.shape != original.shape[:3]:
         raise ValueError(f"mask: expected shape {tuple(original.shape[:3])}, got {tuple(mask.shape)}")
     new = new.to(original.dtype)
-    inside = (mask > 0.5)[..., None]
+    inside = (mask if mask.dtype == torch.bool else mask > 0.5)[..., None]
     if weight is None:
         return torch.where(inside, new, original)
     if weight.shape != mask.shape:

@@ -39,27 +39,37 @@ def intersect_box(a: Box, b: Box) -> Box | None:
     return box if box[0] < box[2] and box[1] < box[3] else None
 
 
-def _grow_span(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
-    """Widen [lo, hi) symmetrically to ``want`` (at most ``limit``), shifting inside [0, limit)."""
-    want = min(want, limit)
+def _grow_span(lo: int, hi: int, want: int, low: int, high: int) -> tuple[int, int]:
+    """Widen [lo, hi) symmetrically to ``want`` (at most ``high - low``), shifting inside [low, high)."""
+    want = min(want, high - low)
     if hi - lo >= want:
         return lo, hi
     extra = want - (hi - lo)
     lo -= extra // 2
     hi += extra - extra // 2
-    if lo < 0:
-        hi, lo = hi - lo, 0
-    if hi > limit:
-        lo, hi = lo - (hi - limit), limit
-    return max(0, lo), hi
+    if lo < low:
+        hi, lo = hi + (low - lo), low
+    if hi > high:
+        lo, hi = lo - (hi - high), high
+    return max(low, lo), hi
 
 
-def expand_box(box: Box, margin: int, image_size: tuple[int, int], min_side: int = 0) -> Box:
-    """Add ``margin`` pixels of context on every side, widen to ``min_side``, clamp to the image."""
+def expand_box(
+    box: Box, margin: int, image_size: tuple[int, int], min_side: int = 0, bounds: Box | None = None
+) -> Box:
+    """Add ``margin`` pixels of context on every side, widen to ``min_side``, clamp to the image.
+
+    ``bounds`` (e.g. a panel's box) limits the result further; the part of ``box`` outside
+    ``bounds`` is kept all the same.
+    """
     h, w = image_size
-    y0, x0, y1, x1 = max(0, box[0] - margin), max(0, box[1] - margin), min(h, box[2] + margin), min(w, box[3] + margin)
-    y0, y1 = _grow_span(y0, y1, min_side, h)
-    x0, x1 = _grow_span(x0, x1, min_side, w)
+    by0, bx0, by1, bx1 = bounds if bounds is not None else (0, 0, h, w)
+    by0, bx0 = max(0, min(by0, box[0])), max(0, min(bx0, box[1]))
+    by1, bx1 = min(h, max(by1, box[2])), min(w, max(bx1, box[3]))
+    y0, x0 = max(by0, box[0] - margin), max(bx0, box[1] - margin)
+    y1, x1 = min(by1, box[2] + margin), min(bx1, box[3] + margin)
+    y0, y1 = _grow_span(y0, y1, min_side, by0, by1)
+    x0, x1 = _grow_span(x0, x1, min_side, bx0, bx1)
     return y0, x0, y1, x1
 
 

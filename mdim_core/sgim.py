@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from . import geometry, masks
 from .compositing import composite, paste_into
@@ -73,7 +74,7 @@ class SGIMConfig:
     run_fri: Literal["auto", "always", "never"] = "auto"
     grow_mask: int = 0
     feather: int = 0
-    context_margin: int = 128
+    context_margin: int = 64
     min_crop_side: int = 512
     limit_to_panel: bool = False
     mask_threshold: float = 0.5
@@ -135,11 +136,12 @@ class RegionJob:
 @dataclass
 class SGIMResult:
     """``image``: the composited result, ``[B, H, W, C]`` like the input (RGBA -> RGB).
-    ``sgi_preview``: the page with the (upscaled) SGI results pasted inside the mask.
+    ``sgi_preview``: the page with the (upscaled) SGI results pasted inside the mask (None
+    when not asked for).
     ``jobs``: the plan that ran (empty when the mask was empty)."""
 
     image: torch.Tensor
-    sgi_preview: torch.Tensor
+    sgi_preview: torch.Tensor | None
     jobs: list[RegionJob] = field(default_factory=list)
 
     @property
@@ -161,7 +163,8 @@ def _check_image(image) -> torch.Tensor:
         raise ValueError(f"image: empty shape {tuple(image.shape)}")
     if not image.is_floating_point():
         raise ValueError(f"image: expected floats in 0..1, got dtype {image.dtype}")
-    if not bool(torch.isfinite(image).all()):
+    lo, hi = (float(v) for v in torch.aminmax(image.detach()))  # one fast pass; NaN propagates
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int((~torch.isfinite(image)).sum())
         raise ValueError(f"image: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
     if image.shape[-1] == 4:
@@ -208,33 +211,42 @@ def plan_regions(
 ) -> list[Box]:
     """Crop boxes for a binary ``[H, W]`` mask: one per group of nearby regions.
 
-    Each 8-connected region's bounding box grows by ``context_margin`` (at least
-    ``feather + 1`` so feathering sees the mask edge), widens to ``min_crop_side`` and is
-    clamped to the page; with ``limit_to_panel`` (needs ``page_gray`` ``[H, W]``) it is
-    clamped to its panel's box but always keeps the region itself. Overlapping boxes merge.
+    Each region's bounding box (8-connected, on an 8x coarser grid) grows by
+    ``context_margin`` (at least ``feather + 1`` so feathering sees the mask edge), clamped
+    to the page; with ``limit_to_panel`` (needs ``page_gray`` ``[H, W]``) it is clamped to
+    its panel's box but always keeps the region itself. Overlapping boxes merge; merged
+    boxes are then widened to ``min_crop_side`` (within the page, and within the panel when
+    limited) and merged again.
     """
     size = tuple(mask2d.shape)
     margin = max(config.context_margin, config.feather + 1 if config.feather else 0)
-    comps = masks.regions(mask2d)
-    panels = slices = None
-    m = None
+    comps = masks.regions(mask2d, cell=8)
+    panels = slices = m = None
     if config.limit_to_panel:
         if page_gray is None:
             raise ValueError("page_gray: limit_to_panel needs the page in grayscale [H, W]")
         panels = geometry.detect_panels(page_gray)
-        m = mask2d.numpy() > 0.5
-        from scipy import ndimage
-
+        m = mask2d.numpy() if mask2d.dtype == torch.bool else mask2d.numpy() > 0.5
         slices = ndimage.find_objects(panels)
+    panel_of: list[tuple[Box, Box | None]] = []  # (region box, its panel's box)
     boxes = []
     for comp in comps:
-        box = geometry.expand_box(comp, margin, size, config.min_crop_side)
-        if panels is not None:
-            pbox = geometry.panel_box(panels, m, comp, slices)
-            if pbox is not None:
-                box = geometry.union_box(geometry.intersect_box(box, pbox) or comp, comp)
-        boxes.append(box)
-    return geometry.merge_boxes(boxes)
+        pbox = geometry.panel_box(panels, m, comp, slices) if panels is not None else None
+        boxes.append(geometry.expand_box(comp, margin, size, bounds=pbox))
+        panel_of.append((comp, pbox))
+    boxes = geometry.merge_boxes(boxes)
+    if config.min_crop_side:  # widen after merging: small neighbours share one crop instead of one each
+        widened = []
+        for box in boxes:
+            pboxes = [p for c, p in panel_of if geometry.intersect_box(c, box)]
+            bounds = None
+            if pboxes and all(p is not None for p in pboxes):  # stay inside the panel(s) of its regions
+                bounds = pboxes[0]
+                for p in pboxes[1:]:
+                    bounds = geometry.union_box(bounds, p)
+            widened.append(geometry.expand_box(box, 0, size, config.min_crop_side, bounds=bounds))
+        boxes = geometry.merge_boxes(widened)
+    return boxes
 
 
 def plan(
@@ -304,7 +316,7 @@ class _Runner:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise RuntimeError(f"host.decode returned {got}, expected {tuple(img_p.shape)} for the {name} pass")
         out = out.detach().to("cpu", torch.float32)[:, :h, :w]
-        if not bool(torch.isfinite(out).all()):
+        if not all(np.isfinite(float(v)) for v in torch.aminmax(out)):
             raise RuntimeError(f"host returned NaN or infinite pixels in the {name} pass (region {job.region})")
         self.index += 1
         self.done += steps
@@ -312,14 +324,17 @@ class _Runner:
         return out.clamp(0.0, 1.0)
 
 
-def inpaint(host, image, mask, *, seed: int = 0, config: SGIMConfig | None = None) -> SGIMResult:
+def inpaint(
+    host, image, mask, *, seed: int = 0, config: SGIMConfig | None = None, preview: bool = True
+) -> SGIMResult:
     """Inpaint ``image`` ``[B, H, W, C]`` (C = 1, 3 or 4; float 0..1) inside ``mask`` with SGIM.
 
     ``mask``: ``[H, W]``, ``[B, H, W]`` or ``[B, H, W, 1]``, 1 = repaint; batch 1 is shared by
     all images; another size is resized (logged). Returns an ``SGIMResult`` whose ``image``
     has the input's batch, size, dtype and device and C = 1 or 3 (RGBA loses its alpha).
     Outside the (cleaned, optionally grown) mask it equals the input bit for bit. An empty
-    mask returns the input without any host call. Exceptions raised by the host (e.g.
+    mask returns the input without any host call. ``preview=False`` skips building the SGI
+    preview page (``sgi_preview`` is then None). Exceptions raised by the host (e.g.
     cancellation from ``host.progress``) propagate; inputs are never modified.
     """
     host = check_host(host)
@@ -330,16 +345,18 @@ def inpaint(host, image, mask, *, seed: int = 0, config: SGIMConfig | None = Non
     base = image.detach().cpu()  # the pixels kept outside the mask (input dtype)
     batch, height, width, channels = base.shape
     m = masks.clean(
-        mask, batch=batch, size=(height, width), threshold=config.mask_threshold, grow_pixels=config.grow_mask
+        mask,
+        batch=batch,
+        size=(height, width),
+        threshold=config.mask_threshold,
+        grow_pixels=config.grow_mask,
+        dtype=torch.bool,
     )
     if not bool(m.any()):
         log.info("[MDIM] SGIM: the mask is empty, the image is returned unchanged")
-        return SGIMResult(image=image, sgi_preview=image, jobs=[])
+        return SGIMResult(image=image, sgi_preview=image if preview else None, jobs=[])
 
-    rgb = base.float().clamp(0.0, 1.0)
-    if channels == 1:
-        rgb = rgb.expand(-1, -1, -1, 3)
-    gray = rgb.mean(dim=-1) if config.limit_to_panel else None
+    gray = base.float().mean(dim=-1) if config.limit_to_panel else None
     jobs = plan((height, width), m, config, seed=seed, page_gray=gray)
     runner = _Runner(host, config, jobs)
     log.info(
@@ -352,25 +369,30 @@ def inpaint(host, image, mask, *, seed: int = 0, config: SGIMConfig | None = Non
     )
 
     out = base.clone()
-    preview = base.clone()
+    sgi_page = base.clone() if preview else None
     host.progress(0, runner.total)
     for job in jobs:
         y0, x0, y1, x1 = job.box
         rows = list(job.rows)
-        crop = rgb[rows, y0:y1, x0:x1]
+        original = base[rows, y0:y1, x0:x1]
+        crop = original.float().clamp(0.0, 1.0)
+        if channels == 1:
+            crop = crop.expand(-1, -1, -1, 3)
         mask_c = m[rows, y0:y1, x0:x1]
+        mask_f = mask_c.float()
         if job.shrunk:
-            sgi = runner.run_pass(
-                "sgi", job, geometry.resize_image(crop, job.sgi_size), geometry.shrink_mask(mask_c, job.sgi_size)
-            )
+            small = geometry.resize_image(crop, job.sgi_size)
+            sgi = runner.run_pass("sgi", job, small, geometry.shrink_mask(mask_f, job.sgi_size))
             sgi = geometry.resize_image(sgi, job.crop_size)
         else:
-            sgi = runner.run_pass("sgi", job, crop, mask_c)
+            sgi = runner.run_pass("sgi", job, crop, mask_f)
         guided = composite(crop, sgi, mask_c)  # the SGI structure inside the mask, the real page outside
-        new = runner.run_pass("fri", job, guided, mask_c) if job.run_fri else guided
+        new = runner.run_pass("fri", job, guided, mask_f) if job.run_fri else guided
 
-        original = base[rows, y0:y1, x0:x1]
         weight = masks.feather(mask_c, config.feather) if config.feather else None
         paste_into(out, composite(original, _to_channels(new, channels), mask_c, weight), job.box, rows)
-        paste_into(preview, composite(original, _to_channels(sgi, channels), mask_c), job.box, rows)
-    return SGIMResult(image=out.to(device), sgi_preview=preview.to(device), jobs=jobs)
+        if sgi_page is not None:
+            paste_into(sgi_page, composite(original, _to_channels(sgi, channels), mask_c), job.box, rows)
+    return SGIMResult(
+        image=out.to(device), sgi_preview=sgi_page.to(device) if sgi_page is not None else None, jobs=jobs
+    )

@@ -45,3 +45,9 @@ def test_paste_into_writes_only_the_box_and_rows():
     page = torch.zeros(3, 6, 6, 1)
     paste_into(page, torch.ones(2, 2, 3, 1), (1, 2, 3, 5), [0, 2])
     assert int(page.sum()) == 12 and page[1].sum() == 0 and page[0, 1:3, 2:5].min() == 1
+
+
+def test_bool_and_float_masks_agree():
+    orig, new = _pair()
+    mask = torch.rand(2, 9, 11) > 0.5
+    assert torch.equal(composite(orig, new, mask), composite(orig, new, mask.float()))

@@ -117,3 +117,11 @@ def test_detect_panels_and_panel_box():
     gutter = np.zeros_like(region)
     gutter[95:97, 5:20] = True
     assert geo.panel_box(panels, gutter, (95, 5, 97, 20)) is None
+
+
+def test_expand_box_inside_bounds():
+    panel = (10, 10, 190, 140)
+    assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), bounds=panel) == (80, 110, 110, 140)
+    assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), 160, bounds=panel) == (15, 10, 175, 140)
+    # a box reaching outside its bounds keeps its own extent
+    assert geo.expand_box((5, 120, 20, 150), 0, (200, 300), bounds=panel) == (5, 120, 20, 150)

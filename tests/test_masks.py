@@ -104,3 +104,34 @@ def test_clean_chain():
     m[3, 3] = 0.97
     out = masks.clean(m, batch=2, size=(6, 6), grow_pixels=1)
     assert out.shape == (2, 6, 6) and int(out[0].sum()) == 5
+
+
+def test_coarse_regions_keep_exact_boxes():
+    rng = np.random.default_rng(0)
+    m = np.zeros((300, 400), dtype=bool)
+    for _ in range(12):
+        y, x = rng.integers(0, 280), rng.integers(0, 380)
+        m[y : y + rng.integers(1, 20), x : x + rng.integers(1, 20)] = True
+    fine = masks.regions(m)
+    coarse = masks.regions(m, cell=8)
+    # every fine region lies in exactly one coarse box, and each coarse box is the union of its fine ones
+    for box in coarse:
+        inside = [f for f in fine if f[0] >= box[0] and f[1] >= box[1] and f[2] <= box[2] and f[3] <= box[3]]
+        assert inside
+        union = (min(f[0] for f in inside), min(f[1] for f in inside), max(f[2] for f in inside), max(f[3] for f in inside))
+        assert union == box
+    assert sum(1 for f in fine for b in coarse if f[0] >= b[0] and f[1] >= b[1] and f[2] <= b[2] and f[3] <= b[3]) == len(fine)
+    # blobs 3 px apart in different cells merge on the coarse grid, far ones do not
+    two = np.zeros((64, 64), dtype=bool)
+    two[10, 6] = two[10, 9] = two[50, 50] = True
+    assert masks.regions(two) == [(10, 6, 11, 7), (10, 9, 11, 10), (50, 50, 51, 51)]
+    assert masks.regions(two, cell=8) == [(10, 6, 11, 10), (50, 50, 51, 51)]
+
+
+def test_bool_masks_through_the_chain():
+    m = torch.zeros(8, 8)
+    m[4, 4] = 0.99
+    b = masks.clean(m, batch=2, size=(8, 8), grow_pixels=1, dtype=torch.bool)
+    assert b.dtype == torch.bool and int(b[1].sum()) == 5
+    w = masks.feather(b, 1)
+    assert w.dtype == torch.float32 and float(w[0, 4, 4]) == pytest.approx(2**0.5 / 2) and float(w[0, 3, 4]) == 0.5

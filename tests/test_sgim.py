@@ -299,6 +299,10 @@ def test_limit_to_panel_keeps_context_inside_the_panel():
     assert free.jobs[0].box == (40, 70, 150, 180)
     assert limited.jobs[0].box == (40, 70, 150, 140)
     assert torch.equal(limited.image, page)
+    # widening to min_crop_side stays inside the panel too
+    widened = sgim.inpaint(OracleHost(page), page, mask, config=sgim.SGIMConfig(
+        context_margin=10, min_crop_side=160, limit_to_panel=True, **SMALL))
+    assert widened.jobs[0].box == (15, 10, 175, 140)
 
 
 def test_host_returning_a_wrong_shape_is_reported():
@@ -323,7 +327,7 @@ def test_plan_for_large_pages():
     m[0, 500:800, 600:900] = 1
     m[0, 5000:5200, 3000:3500] = 1
     jobs = sgim.plan((7016, 4961), m, cfg)
-    assert [j.box for j in jobs] == [(372, 472, 928, 1028), (4844, 2872, 5356, 3628)]  # margin 128, >= 512
+    assert [j.box for j in jobs] == [(394, 494, 906, 1006), (4844, 2936, 5356, 3564)]  # margin 64, >= 512
     assert all(not j.run_fri and not j.shrunk for j in jobs)
     strip = torch.ones(1, 6000, 600)
     (job,) = sgim.plan((6000, 600), strip, cfg)
