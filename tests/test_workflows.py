@@ -468,3 +468,29 @@ def test_file_combos_are_told_apart_from_option_combos(schema):
     assert not is_file_combo(spec("LatentUpscaleBy", "upscale_method"), "upscale_method")
     if "MDIM_SymVAELoader" in schema:  # model files of the pack's own folder
         assert is_file_combo(spec("MDIM_SymVAELoader", "adapter_name"), "adapter_name")
+
+
+def test_widget_converted_to_an_input_takes_the_linked_value(schema):
+    graph = _graph()
+    graph["nodes"].append(
+        {
+            "id": 8,
+            "type": "PrimitiveInt",
+            "mode": 0,
+            "inputs": [],
+            "outputs": [{"name": "INT", "type": "INT", "links": [10]}],
+            "widgets_values": [7, "fixed"],
+        }
+    )
+    _node(graph, 5)["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 10})
+    graph["links"].append([10, 8, 0, 5, 4, "INT"])
+    graph["last_node_id"], graph["last_link_id"] = 8, 10
+    assert validate_workflow(graph, schema) == []
+    prompt = ui_to_api(graph, schema)
+    assert prompt["5"]["inputs"]["seed"] == ["8", 0]
+    assert prompt["8"] == {"class_type": "PrimitiveInt", "inputs": {"value": 7}}
+    # a FLOAT cannot feed an INT widget
+    graph["nodes"][-1]["type"] = "PrimitiveFloat"
+    graph["nodes"][-1]["outputs"][0]["type"] = "FLOAT"
+    graph["links"][-1][5] = "FLOAT"
+    assert "input 'seed' expects INT but is linked to FLOAT" in _problems(graph, schema)

@@ -88,6 +88,12 @@ class ComfyServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def startup_log(self) -> str:
+        """The log up to "Starting server": node loading, before any prompt ran."""
+        text = self.log_text()
+        end = text.find("Starting server")
+        return text if end < 0 else text[:end]
+
     def log_tail(self, lines: int = 80) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 

@@ -13,11 +13,27 @@ from workflow_validation import declared_node_ids
 
 
 def test_pack_loads_without_import_failure(comfy_server):
-    log = comfy_server.log_text()
+    log = comfy_server.startup_log()
     assert import_failures(log) == [], "\n".join(import_failures(log))
     loaded = [line for line in log.splitlines() if line.rstrip().endswith(f"custom_nodes/{PACK_DIR_NAME}")]
     assert loaded, f"the pack is not in the host's custom node import list:\n{comfy_server.log_tail()}"
-    assert "Traceback" not in log, comfy_server.log_tail()
+    assert "Traceback" not in log, log[-5000:]
+
+
+def test_inprocess_comfy_runs_on_cpu_without_reading_pytests_argv(inprocess_comfy):
+    import comfy.cli_args
+    import comfy.model_management
+    import comfy.options
+
+    assert comfy.options.args_parsing is False
+    defaults = comfy.cli_args.parser.parse_args([])
+    args = comfy.cli_args.args
+    assert args.cpu is True
+    # the command-line options come from ComfyUI's defaults, not from pytest's argv
+    for name in ("listen", "port", "base_directory", "output_directory", "verbose", "preview_method"):
+        assert getattr(args, name) == getattr(defaults, name), name
+    assert comfy.model_management.get_torch_device().type == "cpu"
+    assert set(inprocess_comfy.nodes) == set(declared_node_ids())
 
 
 def test_tiny_checkpoints_are_detected_as_sd15(
