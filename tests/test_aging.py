@@ -126,3 +126,21 @@ def test_ground_truth_preparation_recovers_a_clean_looking_page():
     out = age_page(page, 21, **dict(OFF, tint=0.8, ink_rgb=(0.15, 0.12, 0.1), grain=0.01))
     gt = prepare_ground_truth(out)
     assert gt[150, 100] == 1.0 and gt[40, 40] == 0.0
+
+
+@pytest.mark.slow
+def test_a4_at_600_dpi_is_rendered_in_strips_with_little_memory():
+    import tracemalloc
+
+    page = np.ones((7016, 4961), np.float32)
+    page[1000:3000, 500:4000] = 0.0
+    tracemalloc.start()
+    try:
+        out = age_page(page, 1, dpi=600, as_uint8=True, jpeg_quality=70, stains=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (7016, 4961, 3) and out.dtype == np.uint8
+    # The uint8 result (104 MB) and one JPEG round trip copy; strips add only a few tens of MB.
+    assert peak < 2 * out.nbytes + 150e6, peak / 1e6
+    assert out[2000, 2000].max() < 100 and out[6000, 2000].min() > 100

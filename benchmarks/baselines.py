@@ -1,0 +1,201 @@
+"""Classical baselines on a fixed generated set: the numbers the diffusion pipeline must beat.
+
+Inpainting: OpenCV Telea and Navier-Stokes (plus "input" = nothing done and "white" = fill the mask
+with paper white) on every mask kind of :mod:`mdim_core.synth`: ``text`` and ``sfx`` remove the
+page's bubble and free text / SFX (truth: the clean page); ``wide``, ``box`` and ``small`` fill
+random holes (given as mid grey) in the clean page (truth: the clean page). Outside the mask every output keeps the input's pixels.
+
+Restoration: each page is aged (:mod:`mdim_core.aging`) and restored by auto-levels (the thesis'
+levels applied to the scan directly), background division + levels (:mod:`mdim_core.cleanup`) and
+the full classical cleanup; the truth is the page prepared as in the thesis (:mod:`mdim_core.levels`).
+
+Every metric of :func:`mdim_core.metrics.evaluate_pair` is averaged over the pages (``nan`` left out),
+with the time per page. Run from the repository root::
+
+    python benchmarks/baselines.py            # 6 pages of 1024x768 px at 300 dpi, ~a minute
+    python benchmarks/baselines.py --pages 2 --out benchmarks/results/baselines.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402  (test/benchmark dependency: opencv-python-headless)
+
+from mdim_core import cleanup  # noqa: E402
+from mdim_core.aging import age_page  # noqa: E402
+from mdim_core.evaluate import format_table, mean_row  # noqa: E402
+from mdim_core.levels import prepare_ground_truth, to_grayscale  # noqa: E402
+from mdim_core.metrics import evaluate_pair  # noqa: E402
+from mdim_core.synth import MASK_KINDS, generate_page  # noqa: E402
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def inpaint_cv2(method: int, radius: int):
+    def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = cv2.inpaint(_u8(img), mask.astype(np.uint8) * 255, radius, method).astype(np.float32) / 255.0
+        return np.where(mask, out, img)  # outside the mask: the input, bit for bit
+
+    return run
+
+
+def inpaint_white(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, np.float32(1.0), img)
+
+
+def inpaint_none(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return img
+
+
+INPAINTERS = {
+    "input (nothing done)": inpaint_none,
+    "white fill": inpaint_white,
+    "OpenCV Telea r=3": inpaint_cv2(cv2.INPAINT_TELEA, 3),
+    "OpenCV Navier-Stokes r=3": inpaint_cv2(cv2.INPAINT_NS, 3),
+}
+
+
+def restore_gray(aged: np.ndarray) -> np.ndarray:
+    return to_grayscale(aged)
+
+
+def restore_levels(aged: np.ndarray) -> np.ndarray:
+    return prepare_ground_truth(aged)
+
+
+def restore_background(aged: np.ndarray) -> np.ndarray:
+    gray = cleanup.to_gray(aged, "luma")
+    flat = cleanup.divide_background(gray, cleanup.estimate_background(gray))
+    return cleanup.apply_levels(flat, "thesis")
+
+
+def restore_cleanup(aged: np.ndarray) -> np.ndarray:
+    return cleanup.clean_page(aged)
+
+
+RESTORERS = {
+    "input (grayscale)": restore_gray,
+    "auto-levels (thesis levels)": restore_levels,
+    "background division + levels": restore_background,
+    "cleanup.clean_page defaults": restore_cleanup,
+}
+
+
+def run(pages: int, size, dpi: float, seed: int) -> tuple[str, dict]:
+    inp: dict[str, dict[str, dict]] = {kind: {name: {} for name in INPAINTERS} for kind in MASK_KINDS}
+    inp_time: dict[str, dict[str, float]] = {kind: {name: 0.0 for name in INPAINTERS} for kind in MASK_KINDS}
+    res: dict[str, dict] = {name: {} for name in RESTORERS}
+    res_time = {name: 0.0 for name in RESTORERS}
+    for i in range(pages):
+        sp = generate_page(seed + i, size=size, dpi=dpi)
+        tag = f"page {seed + i}"
+        for kind in MASK_KINDS:
+            mask = sp.masks[kind]
+            if not mask.any():  # e.g. a page without SFX: nothing to inpaint
+                continue
+            # text/sfx: the page with its text/SFX; random masks: the clean page with a grey hole.
+            src = sp.page if kind in ("text", "sfx") else np.where(mask, np.float32(0.5), sp.clean)
+            # Removing only the text leaves the SFX in the truth, and the other way round.
+            other = sp.masks["sfx" if kind == "text" else "text"] & ~mask
+            truth = np.where(other, sp.page, sp.clean) if kind in ("text", "sfx") else sp.clean
+            for name, fn in INPAINTERS.items():
+                t0 = time.perf_counter()
+                out = fn(src, mask)
+                inp_time[kind][name] += time.perf_counter() - t0
+                inp[kind][name][tag] = evaluate_pair(out, truth, mask, sp.screentone)
+        aged = age_page(sp.page, seed + i, dpi=dpi)
+        target = prepare_ground_truth(sp.page)
+        tone = sp.screentone & ~sp.removable
+        for name, fn in RESTORERS.items():
+            t0 = time.perf_counter()
+            out = fn(aged)
+            res_time[name] += time.perf_counter() - t0
+            res[name][tag] = evaluate_pair(out, target, None, tone)
+    lines = []
+    h, w = sp.page.shape
+    lines.append(f"Generated set: {pages} pages (seeds {seed}..{seed + pages - 1}), {w}x{h} px at {dpi:g} dpi; "
+                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.__version__}.")
+    lines.append("Means over the pages; `nan` = undefined for that case (e.g. no mask in restoration).")
+    lines.append("")
+    numbers: dict = {"inpainting": {}, "restoration": {}}
+    for kind in MASK_KINDS:
+        n = len(inp[kind]["input (nothing done)"])
+        if n == 0:
+            continue
+        lines.append(f"### Inpainting, mask `{kind}` ({n} pages with such a mask)")
+        lines.append("")
+        rows = {}
+        for name in INPAINTERS:
+            rows[name] = mean_row(inp[kind][name])
+            rows[name]["s/page"] = inp_time[kind][name] / n
+        numbers["inpainting"][kind] = rows
+        lines.append(_table(rows, "method"))
+        lines.append("")
+    lines.append("### Restoration of aged scans (truth: the page prepared with the thesis levels)")
+    lines.append("")
+    rows = {}
+    for name in RESTORERS:
+        rows[name] = mean_row(res[name])
+        rows[name]["s/page"] = res_time[name] / pages
+    numbers["restoration"] = rows
+    lines.append(_table(rows, "method"))
+    return "\n".join(lines), numbers
+
+
+def _table(rows: dict[str, dict], first: str) -> str:
+    """Markdown table of the metric means plus the time per page; columns that are ``nan`` for every
+    method (e.g. inside/outside the mask in restoration) are left out."""
+    text = format_table({k: {m: v for m, v in r.items() if m != "s/page"} for k, r in rows.items()}, None, first)
+    lines = text.splitlines()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    keep = [j for j in range(len(cells[0])) if j == 0 or any(row[j] != "nan" for row in cells[2:])]
+    text = "\n".join("| " + " | ".join(row[j] for j in keep) + " |" for row in cells)
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        if i == 0:
+            out.append(line + " s/page |")
+        elif i == 1:
+            out.append(line + "---|")
+        else:
+            name = line.split("|")[1].strip()
+            t = rows[name]["s/page"]
+            out.append(line + (f" {t:.3f} |" if math.isfinite(t) else " nan |"))
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=6)
+    parser.add_argument("--size", default="1024x768", help="paper size name or HxW in px")
+    parser.add_argument("--dpi", type=float, default=300.0)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--out", help="also write the report (Markdown) to this file")
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split("x")) if "x" in args.size.lower() else args.size
+    t0 = time.perf_counter()
+    report, _ = run(args.pages, size, args.dpi, args.seed)
+    report += f"\n\nTotal run time: {time.perf_counter() - t0:.1f} s.\n"
+    print(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("# Classical baselines\n\nProduced by `python benchmarks/baselines.py"
+                                  + (f" --pages {args.pages}" if args.pages != 6 else "")
+                                  + f" --out {args.out}`.\n\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
