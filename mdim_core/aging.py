@@ -329,7 +329,7 @@ def _shifted_rows(arr: np.ndarray, a0: int, a1: int, dy: int, dx: int) -> np.nda
     h, w = arr.shape
     out = np.ones((a1 - a0, w), np.float32)
     s0, s1 = max(0, a0 - dy), min(h, a1 - dy)
-    if s1 <= s0:
+    if s1 <= s0 or abs(dx) >= w:
         return out
     src = arr[s0:s1]
     d0 = s0 + dy - a0

@@ -144,3 +144,13 @@ def test_a4_at_600_dpi_is_rendered_in_strips_with_little_memory():
     # The uint8 result (104 MB) and one JPEG round trip copy; strips add only a few tens of MB.
     assert peak < 2 * out.nbytes + 150e6, peak / 1e6
     assert out[2000, 2000].max() < 100 and out[6000, 2000].min() > 100
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (17, 600), (600, 17)])
+def test_tiny_and_narrow_pages(shape):
+    # Narrower than the bleed-through offset, smaller than the light grid: still a valid scan.
+    for seed in range(6):
+        page = np.random.default_rng(seed).random(shape).astype(np.float32)
+        out = age_page(page, seed, rotation=True)
+        assert out.shape == (*shape, 3) and np.isfinite(out).all()
+        assert 0.0 <= out.min() and out.max() <= 1.0
