@@ -229,13 +229,24 @@ def _smooth_weights(n_out: int, n_grid: int, start: int, stop: int) -> np.ndarra
     return w.astype(np.float32)
 
 
-def _grain_rows(texture_seq: np.random.SeedSequence, y0: int, y1: int, width: int) -> np.ndarray:
-    """White noise rows y0..y1 (clipped to >= 0), each fixed block seeded independently."""
+def _grain_rows(texture_seq: np.random.SeedSequence, y0: int, y1: int, width: int,
+                cache: dict | None = None) -> np.ndarray:
+    """White noise rows y0..y1 (clipped to >= 0), each fixed block seeded independently.
+
+    ``cache`` keeps generated blocks between consecutive strips (blocks above the strip are dropped).
+    """
     out = np.empty((y1 - y0, width), np.float32)
     b0, b1 = y0 // _GRAIN_BLOCK, (y1 - 1) // _GRAIN_BLOCK
+    if cache is not None:
+        for old in [k for k in cache if k < b0]:
+            del cache[old]
     for b in range(b0, b1 + 1):
-        rng = np.random.default_rng([*texture_seq.generate_state(4).tolist(), 7, b])
-        block = rng.standard_normal((_GRAIN_BLOCK, width), dtype=np.float32)
+        block = cache.get(b) if cache is not None else None
+        if block is None:
+            rng = np.random.default_rng([*texture_seq.generate_state(4).tolist(), 7, b])
+            block = rng.standard_normal((_GRAIN_BLOCK, width), dtype=np.float32)
+            if cache is not None:
+                cache[b] = block
         lo = max(y0, b * _GRAIN_BLOCK)
         hi = min(y1, (b + 1) * _GRAIN_BLOCK)
         out[lo - y0 : hi - y0] = block[lo - b * _GRAIN_BLOCK : hi - b * _GRAIN_BLOCK]
@@ -275,6 +286,7 @@ def _render(gray: np.ndarray, back: np.ndarray, p: AgingParams, dpi: float, seq)
     grain_sigma = 0.7 * scale
     halo = int(math.ceil(4 * max(blur, bleed_blur, grain_sigma, 0.5))) + 1
     out = np.empty((h, w, 3), np.uint8)
+    grain_cache: dict = {}
     for y0 in range(0, h, _STRIP):
         y1 = min(h, y0 + _STRIP)
         a0, a1 = max(0, y0 - halo), min(h, y1 + halo)
@@ -300,7 +312,7 @@ def _render(gray: np.ndarray, back: np.ndarray, p: AgingParams, dpi: float, seq)
         for s in stains:
             _apply_stain(rgb, s, y0, y1)
         if p.grain > 0:
-            n = _grain_rows(seq, max(0, y0 - halo), y1 + halo, w)
+            n = _grain_rows(seq, max(0, y0 - halo), y1 + halo, w, grain_cache)
             n = ndimage.gaussian_filter(n, grain_sigma, mode="nearest")
             n = n[y0 - max(0, y0 - halo) : y0 - max(0, y0 - halo) + (y1 - y0)]
             # Blurring white noise lowers its std: renormalise to the requested strength.
@@ -309,7 +321,7 @@ def _render(gray: np.ndarray, back: np.ndarray, p: AgingParams, dpi: float, seq)
         np.clip(rgb, 0.0, 1.0, out=rgb)
         rgb *= 255.0
         rgb += 0.5
-        out[y0:y1] = rgb.astype(np.uint8)
+        np.copyto(out[y0:y1], rgb, casting="unsafe")  # truncation of x + 0.5: rounding
     return out
 
 
