@@ -14,6 +14,7 @@ with the time per page. Run from the repository root::
 
     python benchmarks/baselines.py            # 6 pages of 1024x768 px at 300 dpi, ~a minute
     python benchmarks/baselines.py --pages 2 --out benchmarks/results/baselines.md
+    python benchmarks/baselines.py --pages 1 --images docs/images   # also the README pictures
 """
 
 from __future__ import annotations
@@ -176,6 +177,58 @@ def _table(rows: dict[str, dict], first: str) -> str:
     return "\n".join(out)
 
 
+def _save(path: Path, img: np.ndarray, colors: int = 0) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(_u8(img))
+    if colors:  # noisy aged scans: a small palette keeps the PNG small
+        im = im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    im.save(path, optimize=True)
+
+
+def write_images(folder: str) -> None:
+    """The README pictures: a generated page and its ground truth, masks, an aged scan, baselines."""
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    sp = generate_page(0, size=(1024, 768), dpi=300)
+    both = np.concatenate([sp.page, np.ones((1024, 16), np.float32), sp.clean], 1)
+    Image.fromarray(_u8(both)).resize((both.shape[1] // 2, both.shape[0] // 2), Image.Resampling.LANCZOS).save(
+        out / "synth_page_and_clean.png", optimize=True)
+    y0, x0, s = 40, 20, 380
+    crop = (slice(y0, y0 + s), slice(x0, x0 + s))
+    _save(out / "synth_crop_page.png", sp.page[crop])
+    _save(out / "synth_crop_clean.png", sp.clean[crop])
+    rgb = np.repeat(sp.page[crop][..., None], 3, 2) * 0.6 + 0.4
+    st = sp.screentone[crop]
+    rgb[st] = rgb[st] * [0.8, 1.0, 0.8]
+    for kind, colour in (("text", [1, 0.2, 0.2]), ("sfx", [0.2, 0.4, 1.0])):
+        m = sp.masks[kind][crop]
+        rgb[m] = rgb[m] * 0.3 + np.array(colour) * 0.7
+    _save(out / "synth_crop_masks.png", rgb)
+    masks = np.concatenate([np.pad(sp.masks[k], ((0, 0), (0, 16))) for k in ("wide", "box", "small")], 1)
+    Image.fromarray(_u8(1 - masks.astype(np.float32) * 0.85)).resize(
+        (masks.shape[1] // 4, masks.shape[0] // 4), Image.Resampling.BOX).save(out / "synth_random_masks.png", optimize=True)
+    aged = age_page(sp.page, 0, dpi=300)
+    _save(out / "synth_crop_aged.png", aged[crop], colors=48)
+    small = np.asarray(Image.fromarray(_u8(aged)).resize((336, 448), Image.Resampling.LANCZOS)) / 255.0
+    _save(out / "synth_aged_page.png", small, colors=48)
+    # Baselines on the SFX of the same page: input | Telea | Navier-Stokes | truth.
+    from scipy import ndimage
+
+    m = sp.masks["sfx"]
+    labels, n = ndimage.label(m)
+    biggest = 1 + int(np.argmax(ndimage.sum(m, labels, range(1, n + 1))))
+    ys, xs = np.nonzero(labels == biggest)
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    c = (slice(max(0, cy - 150), cy + 150), slice(max(0, cx - 150), cx + 150))
+    tiles = [sp.page, INPAINTERS["OpenCV Telea r=3"](sp.page, m), INPAINTERS["OpenCV Navier-Stokes r=3"](sp.page, m),
+             np.where(sp.masks["text"] & ~m, sp.page, sp.clean)]
+    gap = np.ones((tiles[0][c].shape[0], 8), np.float32)
+    _save(out / "baseline_sfx_telea_ns.png", np.concatenate(sum(([t[c], gap] for t in tiles), [])[:-1], 1))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=6)
@@ -183,7 +236,11 @@ def main(argv=None) -> int:
     parser.add_argument("--dpi", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", help="also write the report (Markdown) to this file")
+    parser.add_argument("--images", help="also write the README pictures (generated page, masks, aged scan, "
+                        "baseline results) to this folder, e.g. docs/images")
     args = parser.parse_args(argv)
+    if args.images:
+        write_images(args.images)
     size = tuple(int(v) for v in args.size.lower().split("x")) if "x" in args.size.lower() else args.size
     t0 = time.perf_counter()
     report, _ = run(args.pages, size, args.dpi, args.seed)
