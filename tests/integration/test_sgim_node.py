@@ -1,0 +1,297 @@
+"""MDIM SGIM Inpaint inside a real ComfyUI: in-process node runs and the shipped SGIM workflows via /prompt.
+
+The tiny random-weight checkpoints make noise, so these tests check what must hold whatever the
+weights: pixels outside the mask come back bit for bit, the same seed gives the same image, the host
+objects are untouched, progress covers every step of both passes, cancel stops the run, and the
+ControlNet and 9-channel conditioning really reach the sampler.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+SMALL = {  # forces the two-pass path on the 164x132 test page: crop -> SGI at <= 64 px -> FRI
+    "steps": 2,
+    "fri_steps": 1,
+    "sgi_max_side": 64,
+    "context_margin": 16,
+    "min_crop_side": 0,
+}
+CONTROLNET = "control_v11p_sd15_lineart.safetensors"
+
+
+def run(node, inputs):
+    """Execute a node as the host does: under torch.inference_mode(); returns the output tuple."""
+    import torch
+
+    with torch.inference_mode():
+        return node.execute(**inputs).args
+
+
+def _inputs(model, clip, vae, image, mask, **overrides):
+    tokens = clip.tokenize("manga, manga style, comic, monochrome")
+    positive = clip.encode_from_tokens_scheduled(tokens)
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize("color"))
+    inputs = {
+        "model": model, "positive": positive, "negative": negative, "vae": vae, "image": image, "mask": mask,
+        "seed": 5, "steps": 30, "cfg": 7.0, "sampler_name": "euler", "scheduler": "simple", "sgi_max_side": 1024,
+        "plan": "halve", "fri_strength": 0.5, "fri_steps": 15, "run_fri": "auto", "grow_mask": 0, "feather": 0,
+        "context_margin": 128, "min_crop_side": 512, "limit_to_panel": False, "tiled_vae_megapixels": 4.0,
+    }  # fmt: skip
+    inputs.update(SMALL)
+    inputs.update(overrides)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def page(test_images):
+    """The test page as IMAGE [1, H, W, 3] and its text mask as MASK [1, H, W]."""
+    import torch
+
+    image = torch.from_numpy(test_images["mdim_example_page.png"].astype(np.float32) / 255.0)[None]
+    mask = torch.from_numpy((test_images["mdim_example_mask.png"][..., 0] > 127).astype(np.float32))[None]
+    assert 0 < float(mask.mean()) < 0.6
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def sgim_node(inprocess_comfy):
+    return inprocess_comfy.nodes["MDIM_SGIMInpaint"]
+
+
+@pytest.fixture(params=["standard", "inpainting"])
+def checkpoint(request, inprocess_checkpoint, inprocess_inpaint_checkpoint):
+    return inprocess_checkpoint if request.param == "standard" else inprocess_inpaint_checkpoint
+
+
+def _cond_snapshot(conds):
+    return [(c[0].clone(), sorted(c[1].keys())) for c in conds]
+
+
+def test_outside_mask_exact_and_deterministic(sgim_node, checkpoint, page):
+    import torch
+
+    model, clip, vae = checkpoint
+    image, mask = page
+    inputs = _inputs(model, clip, vae, image, mask)
+    pos_before, neg_before = _cond_snapshot(inputs["positive"]), _cond_snapshot(inputs["negative"])
+    image_before, mask_before = image.clone(), mask.clone()
+    out, preview = run(sgim_node, inputs)
+    again, _ = run(sgim_node, inputs)
+    other, _ = run(sgim_node, dict(inputs, seed=6))
+    assert out.shape == image.shape and preview.shape == image.shape
+    outside = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(out[outside], image[outside])
+    assert torch.equal(preview[outside], image[outside])
+    assert (out - image)[~outside].abs().mean() > 0.01  # the text area was redrawn
+    assert torch.equal(out, again) and not torch.equal(out, other)
+    # nothing the node was given changed (9-channel conds get copies with the concat keys)
+    assert torch.equal(image, image_before) and torch.equal(mask, mask_before)
+    for before, conds in ((pos_before, inputs["positive"]), (neg_before, inputs["negative"])):
+        assert [k for _, k in before] == [sorted(c[1].keys()) for c in conds]
+        assert all(torch.equal(t, c[0]) for (t, _), c in zip(before, conds))
+
+
+def test_nine_channel_conds_are_built_per_pass(sgim_node, inprocess_inpaint_checkpoint, page, inprocess_comfy):
+    """The inpainting model receives concat_latent_image/concat_mask at each pass's own latent size."""
+    import comfy.sample
+
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    model, clip, vae = inprocess_inpaint_checkpoint
+    assert sgim_nodes.is_inpaint_model(model)
+    image, mask = page
+    seen = []
+    real = comfy.sample.sample
+
+    def spy(model_, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, **kw):
+        extra = positive[0][1]
+        seen.append((tuple(latent_image.shape), tuple(extra["concat_latent_image"].shape), tuple(extra["concat_mask"].shape), tuple(kw["noise_mask"].shape)))
+        return real(model_, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, **kw)
+
+    comfy.sample.sample = spy
+    try:
+        run(sgim_node, _inputs(model, clip, vae, image, mask))
+    finally:
+        comfy.sample.sample = real
+    assert len(seen) == 2  # SGI then FRI
+    for latent_shape, concat_shape, concat_mask_shape, noise_mask_shape in seen:
+        assert concat_shape == latent_shape
+        assert concat_mask_shape == noise_mask_shape == (latent_shape[0], 1, *latent_shape[2:])
+    assert seen[0][0][2:] != seen[1][0][2:]  # the two passes run at different sizes
+
+
+def test_input_model_gives_identical_ksampler_results_before_and_after(sgim_node, inprocess_checkpoint, page):
+    import comfy.sample
+    import torch
+
+    model, clip, vae = inprocess_checkpoint
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def ksample():  # what core KSampler runs
+        noise = comfy.sample.prepare_noise(latent["samples"], 42)
+        return comfy.sample.sample(model, noise, 3, 7.0, "euler", "simple", cond, cond, latent["samples"], seed=42)
+
+    before = ksample()
+    options_before = copy.copy(model.model_options)
+    run(sgim_node, _inputs(model, clip, vae, *page))
+    assert torch.equal(ksample(), before)
+    assert model.model_options.keys() == options_before.keys()
+
+
+def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page):
+    import comfy.utils
+    import latent_preview
+
+    sgim = __import__("mdim_pack_under_test.mdim_core.sgim", fromlist=["x"])
+    model, clip, vae = inprocess_checkpoint
+    image, mask = page
+    inputs = _inputs(model, clip, vae, image, mask, steps=3, fri_steps=2)
+    config = sgim.SGIMConfig(steps=3, fri_steps=2, sgi_max_side=64, context_margin=16, min_crop_side=0)
+    jobs = sgim.plan(tuple(image.shape[1:3]), mask, config)
+    expected = sum(3 + (2 if j.run_fri else 0) for j in jobs)
+    assert any(j.run_fri for j in jobs)
+    calls = []
+    old_method = latent_preview.args.preview_method
+    latent_preview.set_preview_method("latent2rgb")
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t, p)))
+    try:
+        run(sgim_node, inputs)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        latent_preview.args.preview_method = old_method
+    assert {t for _, t, _ in calls} == {expected}
+    values = [v for v, _, _ in calls]
+    assert values == sorted(values) and values[0] == 0 and values[-1] == expected
+    assert set(range(1, expected + 1)) <= set(values)  # every step of every pass was reported
+    assert any(p is not None and p[0] == "JPEG" for _, _, p in calls)  # latent previews
+
+
+def test_cancel_before_and_during_sampling(sgim_node, inprocess_checkpoint, page):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    model, clip, vae = inprocess_checkpoint
+    inputs = _inputs(model, clip, vae, *page, steps=4, fri_steps=2)
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):
+        run(sgim_node, inputs)
+    assert not mm.processing_interrupted()  # the flag was consumed
+
+    calls = []
+
+    def hook(value, total, preview, node_id=None):
+        calls.append(value)
+        if value == 2:  # the second sampling step of the first pass
+            mm.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(sgim_node, inputs)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert max(calls) == 2  # stopped inside the first pass, before the next step was reported
+
+
+def test_bad_inputs_are_reported(sgim_node, inprocess_checkpoint, page):
+    import torch
+
+    model, clip, vae = inprocess_checkpoint
+    image, mask = page
+    with pytest.raises(ValueError, match="fri_strength"):
+        run(sgim_node, _inputs(model, clip, vae, image, mask, fri_strength=0.0))
+    with pytest.raises(ValueError, match="mask"):
+        run(sgim_node, _inputs(model, clip, vae, image.repeat(2, 1, 1, 1), mask.repeat(3, 1, 1)))
+    with pytest.raises(ValueError, match="symvae"):
+        run(sgim_node, _inputs(model, clip, vae, image, mask, symvae="not a vae"))
+    empty = torch.zeros_like(mask)
+    out, preview = run(sgim_node, _inputs(model, clip, vae, image, empty))
+    assert torch.equal(out, image) and torch.equal(preview, image)
+
+
+def test_tiled_vae_gives_the_same_outside_and_a_close_inside(sgim_node, inprocess_checkpoint, page):
+    import torch
+
+    model, clip, vae = inprocess_checkpoint
+    image, mask = page
+    plain, _ = run(sgim_node, _inputs(model, clip, vae, image, mask, tiled_vae_megapixels=0.0))
+    tiled, _ = run(sgim_node, _inputs(model, clip, vae, image, mask, tiled_vae_megapixels=0.001))
+    outside = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(tiled[outside], image[outside])
+    assert not torch.equal(tiled, plain)  # the tiled path really ran
+
+
+def test_symmetric_vae_input(sgim_node, inprocess_comfy, inprocess_checkpoint, page):
+    import torch
+
+    model, clip, vae = inprocess_checkpoint
+    image, mask = page
+    symvae_nodes = __import__("mdim_pack_under_test.nodes.symvae_nodes", fromlist=["x"])
+    loader = inprocess_comfy.nodes["MDIM_SymVAELoader"]
+    handle = loader.execute(vae=vae, adapter_name=symvae_nodes.NO_ADAPTERS, allow_other_vae_weights=False).args[0]
+    plain, _ = run(sgim_node, _inputs(model, clip, vae, image, mask))
+    sym, _ = run(sgim_node, _inputs(model, clip, vae, image, mask, symvae=handle))
+    outside = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(sym[outside], image[outside])
+    # untrained (zero-initialised) adapters decode like the base VAE
+    assert (sym - plain).abs().max() < 2e-2
+
+
+# --------------------------------------------------------------------------- shipped workflows
+
+
+def _sgim_overrides():
+    return dict(SMALL)
+
+
+def _saved(outputs, comfy_images):
+    images = comfy_images(outputs)
+    assert len(images) == 2  # SaveImage (result) and PreviewImage (SGI)
+    return images
+
+
+@pytest.fixture(scope="module")
+def tiny_controlnet(comfy_server, inprocess_comfy, tiny_checkpoints):
+    """The tiny ControlNet in the server's models/controlnet under the workflow's placeholder name."""
+    from tiny_controlnet import BUILDER_VERSION, write
+
+    cached = tiny_checkpoints["standard"].parent / f"tiny_sd15_controlnet_v{BUILDER_VERSION}.safetensors"
+    if not cached.is_file():
+        write(cached)
+    folder = comfy_server.base_dir / "models" / "controlnet"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / CONTROLNET
+    if not target.exists():
+        target.symlink_to(cached)
+    return target
+
+
+@pytest.mark.parametrize("checkpoint_role", ["standard", "inpainting"])
+def test_text_removal_workflow_runs(checkpoint_role, comfy_server, workflow_prompt, comfy_run, comfy_images, test_images):
+    ckpt = comfy_server.checkpoints[checkpoint_role]
+    prompt = workflow_prompt("mdim_sgim_text_removal.json", ckpt_name=ckpt, **_sgim_overrides())
+    result, preview = _saved(comfy_run(prompt, timeout=900), comfy_images)
+    page = test_images["mdim_example_page.png"]
+    hole = test_images["mdim_example_mask.png"][..., 0] > 127
+    assert result.shape == page.shape
+    assert np.array_equal(result[~hole], page[~hole])
+    assert np.array_equal(preview[~hole], page[~hole])
+    assert np.abs(result[hole].astype(int) - page[hole]).mean() > 2
+
+
+def test_zero_snr_and_controlnet_workflows(tiny_controlnet, workflow_prompt, comfy_run, comfy_images, test_images):
+    page = test_images["mdim_example_page.png"]
+    hole = test_images["mdim_example_mask.png"][..., 0] > 127
+    zsnr, _ = _saved(comfy_run(workflow_prompt("mdim_sgim_zero_snr.json", **_sgim_overrides()), timeout=900), comfy_images)
+    cn, _ = _saved(comfy_run(workflow_prompt("mdim_sgim_controlnet.json", **_sgim_overrides()), timeout=900), comfy_images)
+    off = workflow_prompt("mdim_sgim_controlnet.json", strength=0.0, **_sgim_overrides())
+    cn_off, _ = _saved(comfy_run(off, timeout=900), comfy_images)
+    for image in (zsnr, cn, cn_off):
+        assert np.array_equal(image[~hole], page[~hole])
+    assert np.array_equal(cn_off, zsnr)  # strength 0: the ControlNet graph equals the plain zero-SNR one
+    assert not np.array_equal(cn[hole], zsnr[hole])  # the ControlNet reached the sampler
