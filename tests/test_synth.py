@@ -100,7 +100,7 @@ def test_masks_coverage_ranges():
         for maker in (wide_mask, box_mask):
             m = maker(rng, (300, 200))
             assert m.dtype == bool and m.shape == (300, 200)
-            assert 0.09 <= m.mean() <= 0.6
+            assert 0.1 <= m.mean() <= 0.5  # target 10-40 %, the last stroke or box may overshoot a little
         s = small_mask(rng, (300, 200), 1.0)
         assert 0 < s.mean() < 0.1
     with pytest.raises(ValueError, match="shape"):
@@ -110,7 +110,7 @@ def test_masks_coverage_ranges():
 def test_masks_of_a_page_and_screentone_map(small_pages):
     for sp in small_pages:
         assert set(sp.masks) == {"text", "sfx", "wide", "box", "small"}
-        assert 0.09 <= sp.masks["wide"].mean() <= 0.6 and 0.09 <= sp.masks["box"].mean() <= 0.6
+        assert 0.1 <= sp.masks["wide"].mean() <= 0.5 and 0.1 <= sp.masks["box"].mean() <= 0.5
         assert sp.screentone.dtype == bool
     # A flat dot screen laid as a panel background: the tone map covers it and its mean grey is
     # 1 - coverage.
