@@ -7,11 +7,13 @@ Test modules in this folder must not import ``comfy`` at module level either: us
 ``inprocess_comfy`` fixture, or skip the module first when ``COMFYUI_DIR`` is unset.
 
 Fixtures (see docs/readme/integration-tests.md):
-- ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting).
+- ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting)
+  and of a tiny ControlNet for them.
 - ``comfy_server``: one ComfyUI server per session with the pack symlinked into ``custom_nodes`` and
   the tiny checkpoints and test images in place (a :class:`comfy_harness.ComfyServer`).
 - ``comfy_run``: ``comfy_run(prompt, timeout=300) -> outputs``; ``comfy_images(outputs) -> [uint8 arrays]``.
 - ``workflow_prompt``: ``workflow_prompt("name.json", **input_overrides) -> API prompt`` for a shipped workflow.
+- ``comfy_add_model_file``: ``comfy_add_model_file(folder, name, source)`` links a model file into the server.
 - ``test_images``: the input images (uint8 arrays) by file name.
 - ``inprocess_comfy``: comfy imported in this process on CPU, with the pack loaded as a package.
 - ``inprocess_checkpoint`` / ``inprocess_inpaint_checkpoint``: ``(MODEL, CLIP, VAE)`` of the tiny checkpoints.
@@ -62,6 +64,7 @@ PACK_MODULE_NAME = "mdim_pack_under_test"
 # tiny checkpoints and generated images so workflows run unchanged.
 CKPT_STANDARD = "mdim_tiny_sd15.safetensors"
 CKPT_INPAINT = "mdim_tiny_sd15_inpainting.safetensors"
+CONTROLNET = "mdim_tiny_sd15_controlnet.safetensors"
 CKPT_PLACEHOLDERS = {"sd15_mdim_zsnr_vpred.safetensors": CKPT_STANDARD}
 PAGE_SIZE = (164, 132)  # (H, W): deliberately not multiples of 8
 
@@ -94,21 +97,18 @@ def cache_dir() -> Path:
     return path
 
 
-def build_tiny_checkpoint(comfyui_dir: Path, inpaint: bool) -> Path:
-    """Path of the cached tiny checkpoint, built once (in a subprocess, ~25 s) if missing."""
-    kind = "inpainting" if inpaint else "standard"
+CHECKPOINT_KINDS = {"standard": [], "inpainting": ["--inpaint"], "controlnet": ["--controlnet"]}
+
+
+def build_tiny_checkpoint(comfyui_dir: Path, kind: str) -> Path:
+    """Path of a cached tiny model file (``standard``, ``inpainting`` or ``controlnet``).
+
+    Built once, in a subprocess (~25 s), if missing; concurrent builders never clash.
+    """
     path = cache_dir() / f"tiny_sd15_{kind}_v{BUILDER_VERSION}.safetensors"
     if not path.is_file():
-        cmd = [
-            sys.executable,
-            str(HERE / "tiny_checkpoint.py"),
-            "--comfyui-dir",
-            str(comfyui_dir),
-            "--out",
-            str(path),
-        ]
-        if inpaint:
-            cmd.append("--inpaint")
+        cmd = [sys.executable, str(HERE / "tiny_checkpoint.py"), "--comfyui-dir", str(comfyui_dir)]
+        cmd += ["--out", str(path), *CHECKPOINT_KINDS[kind]]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0 or not path.is_file():
@@ -120,12 +120,9 @@ def build_tiny_checkpoint(comfyui_dir: Path, inpaint: bool) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    """``{"standard": path, "inpainting": path}`` of the tiny SD1.5 checkpoints (cached across runs)."""
+    """``{"standard", "inpainting", "controlnet"}`` -> path of the tiny SD1.5 model files (cached)."""
     comfyui_dir = _require_comfyui()
-    return {
-        "standard": build_tiny_checkpoint(comfyui_dir, inpaint=False),
-        "inpainting": build_tiny_checkpoint(comfyui_dir, inpaint=True),
-    }
+    return {kind: build_tiny_checkpoint(comfyui_dir, kind) for kind in CHECKPOINT_KINDS}
 
 
 # --------------------------------------------------------------------------- test images
@@ -190,24 +187,53 @@ def _free_port() -> int:
     raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} (set MDIM_TEST_PORT)")
 
 
+def workflow_file_names() -> dict[str, set[str]]:
+    """Model file names the shipped workflows ask for: ``{"checkpoints": {...}, "controlnet": {...}}``."""
+    wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set()}
+    loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet"}
+    for path in sorted((REPO_ROOT / "workflows").glob("*.json")):
+        try:
+            workflow = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # reported by tests/test_workflows.py
+        for node in workflow.get("nodes", []) if isinstance(workflow, dict) else []:
+            folder = loaders.get(node.get("type"))
+            values = node.get("widgets_values") or []
+            if folder and values and isinstance(values[0], str):
+                wanted[folder].add(values[0])
+    return wanted
+
+
 def prepare_base_dir(base: Path, checkpoints: dict[str, Path], images: dict[str, np.ndarray]) -> dict:
-    """Lay out a ComfyUI base directory: the pack, the tiny checkpoints and the test images."""
+    """Lay out a ComfyUI base directory: the pack, the tiny models and the test images.
+
+    The model names the shipped workflows use are linked to the tiny files (names containing
+    "inpaint" to the 9-channel checkpoint), so the workflows run unchanged.
+    """
     from PIL import Image
 
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
-    ckpt_dir = base / "models" / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    names = {"standard": CKPT_STANDARD, "inpainting": CKPT_INPAINT}
-    for role, name in names.items():
-        (ckpt_dir / name).symlink_to(checkpoints[role])
-    for placeholder, target in CKPT_PLACEHOLDERS.items():
-        (ckpt_dir / placeholder).symlink_to(ckpt_dir / target)
+    links = {
+        ("checkpoints", CKPT_STANDARD): checkpoints["standard"],
+        ("checkpoints", CKPT_INPAINT): checkpoints["inpainting"],
+        ("controlnet", CONTROLNET): checkpoints["controlnet"],
+    }
+    wanted = workflow_file_names()
+    for name in wanted["checkpoints"] | set(CKPT_PLACEHOLDERS):
+        links.setdefault(
+            ("checkpoints", name), checkpoints["inpainting" if "inpaint" in name else "standard"]
+        )
+    for name in wanted["controlnet"]:
+        links.setdefault(("controlnet", name), checkpoints["controlnet"])
+    for (folder, name), target in links.items():
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).symlink_to(target)
     input_dir = base / "input"
     input_dir.mkdir(parents=True, exist_ok=True)
     for name, array in images.items():
         Image.fromarray(array).save(input_dir / name)
-    return names
+    return {"standard": CKPT_STANDARD, "inpainting": CKPT_INPAINT, "controlnet": CONTROLNET}
 
 
 @pytest.fixture(scope="session")
@@ -221,6 +247,25 @@ def comfy_server(tmp_path_factory, tiny_checkpoints, test_images) -> ComfyServer
     server.input_files = {name: name for name in test_images}
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def comfy_add_model_file(comfy_server):
+    """``comfy_add_model_file(folder, name, source) -> name``: link a file into the server's models/<folder>.
+
+    The host re-lists model folders when they change, so the file is usable in the next prompt
+    (e.g. Symmetric VAE adapters in ``models/mdim``). An existing link of that name is replaced.
+    """
+
+    def _add(folder: str, name: str, source: str | os.PathLike) -> str:
+        dest = comfy_server.base_dir / "models" / folder / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.exists():
+            dest.unlink()
+        dest.symlink_to(Path(source).resolve())
+        return name
+
+    return _add
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -52,6 +52,16 @@ def test_tiny_checkpoints_are_detected_as_sd15(
         assert vae.latent_channels == 4 and vae.downscale_ratio == 8
 
 
+def test_tiny_controlnet_loads_without_missing_keys(inprocess_comfy, tiny_checkpoints, caplog):
+    import comfy.cldm.cldm
+    import comfy.controlnet
+
+    with caplog.at_level("WARNING"):
+        control = comfy.controlnet.load_controlnet(str(tiny_checkpoints["controlnet"]))
+    assert isinstance(control.control_model, comfy.cldm.cldm.ControlNet)
+    assert "missing controlnet keys" not in caplog.text
+
+
 def _txt2img_prompt(ckpt: str, width: int, height: int, seed: int, prefix: str) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},

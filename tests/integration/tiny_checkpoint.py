@@ -17,7 +17,7 @@ Outputs are finite and deterministic, and the same seed gives a bit-identical fi
 
 Run with the Python of a ComfyUI environment (needs ComfyUI on ``--comfyui-dir``):
 
-    python tests/integration/tiny_checkpoint.py --comfyui-dir $COMFYUI_DIR --out tiny.safetensors [--inpaint]
+    python tests/integration/tiny_checkpoint.py --comfyui-dir $COMFYUI_DIR --out tiny.safetensors [--inpaint | --controlnet]
 """
 
 from __future__ import annotations
@@ -123,11 +123,40 @@ def build_state_dict(in_channels: int = 4, seed: int = 0) -> dict:
     return {k: v.detach().to(torch.float16).contiguous() for k, v in out.items()}
 
 
+def build_controlnet_state_dict(seed: int = 1) -> dict:
+    """fp16 state dict of a tiny SD1.5 ControlNet (``control_model.*`` layout) matching the tiny UNet.
+
+    Its zero convolutions are random rather than zero, so the control really changes the result.
+    """
+    import comfy.cldm.cldm
+    import comfy.ops
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    config = {k: v for k, v in UNET_CONFIG.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(
+        in_channels=4,
+        hint_channels=3,
+        operations=comfy.ops.disable_weight_init,
+        dtype=torch.float32,
+        **config,
+    )
+    _init_module(net, generator)
+    with torch.no_grad():
+        for conv in [*net.zero_convs, net.middle_block_out]:
+            conv[0].weight.mul_(0.1)
+    return {
+        "control_model." + k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui-dir", required=True, help="ComfyUI source tree")
     parser.add_argument("--out", required=True, help="output .safetensors path")
-    parser.add_argument("--inpaint", action="store_true", help="9-channel inpainting UNet")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--inpaint", action="store_true", help="9-channel inpainting UNet")
+    kind.add_argument("--controlnet", action="store_true", help="a ControlNet for the tiny UNet instead")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -139,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
     torch.set_num_threads(1)
-    state_dict = build_state_dict(in_channels=9 if args.inpaint else 4, seed=args.seed)
+    if args.controlnet:
+        state_dict = build_controlnet_state_dict(seed=args.seed + 1)
+    else:
+        state_dict = build_state_dict(in_channels=9 if args.inpaint else 4, seed=args.seed)
     tmp = f"{args.out}.{os.getpid()}.partial"  # concurrent builders never share a temp file
     save_file(state_dict, tmp, metadata={"mdim_test_builder": BUILDER_VERSION, "seed": str(args.seed)})
     os.replace(tmp, args.out)
