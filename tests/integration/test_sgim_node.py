@@ -20,7 +20,6 @@ SMALL = {  # forces the two-pass path on the 164x132 test page: crop -> SGI at <
     "context_margin": 16,
     "min_crop_side": 0,
 }
-CONTROLNET = "control_v11p_sd15_lineart.safetensors"
 
 
 def run(node, inputs):
@@ -255,22 +254,6 @@ def _saved(outputs, comfy_images):
     return images
 
 
-@pytest.fixture(scope="module")
-def tiny_controlnet(comfy_server, inprocess_comfy, tiny_checkpoints):
-    """The tiny ControlNet in the server's models/controlnet under the workflow's placeholder name."""
-    from tiny_controlnet import BUILDER_VERSION, write
-
-    cached = tiny_checkpoints["standard"].parent / f"tiny_sd15_controlnet_v{BUILDER_VERSION}.safetensors"
-    if not cached.is_file():
-        write(cached)
-    folder = comfy_server.base_dir / "models" / "controlnet"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / CONTROLNET
-    if not target.exists():
-        target.symlink_to(cached)
-    return target
-
-
 @pytest.mark.parametrize("checkpoint_role", ["standard", "inpainting"])
 def test_text_removal_workflow_runs(checkpoint_role, comfy_server, workflow_prompt, comfy_run, comfy_images, test_images):
     ckpt = comfy_server.checkpoints[checkpoint_role]
@@ -284,7 +267,8 @@ def test_text_removal_workflow_runs(checkpoint_role, comfy_server, workflow_prom
     assert np.abs(result[hole].astype(int) - page[hole]).mean() > 2
 
 
-def test_zero_snr_and_controlnet_workflows(tiny_controlnet, workflow_prompt, comfy_run, comfy_images, test_images):
+def test_zero_snr_and_controlnet_workflows(comfy_server, workflow_prompt, comfy_run, comfy_images, test_images):
+    # the server links the workflow's ControlNet name to the tiny random-weight ControlNet
     page = test_images["mdim_example_page.png"]
     hole = test_images["mdim_example_mask.png"][..., 0] > 127
     zsnr, _ = _saved(comfy_run(workflow_prompt("mdim_sgim_zero_snr.json", **_sgim_overrides()), timeout=900), comfy_images)
