@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from record_schema import REGENERATE_COMMAND, normalize_schema
-from workflow_validation import MDIM_SCHEMA_PATH, ui_to_api
+from workflow_validation import MDIM_SCHEMA_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -68,9 +68,8 @@ def test_every_registered_node_is_served_with_its_declared_inputs(comfy_server):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_shipped_workflow_runs(path, comfy_server, comfy_run, comfy_images, test_images):
-    workflow = json.loads(path.read_text(encoding="utf-8"))
-    prompt = cheap(ui_to_api(workflow, comfy_server.object_info()))
+def test_shipped_workflow_runs(path, workflow_prompt, comfy_run, comfy_images, test_images):
+    prompt = cheap(workflow_prompt(path.name))
     outputs = comfy_run(prompt, timeout=900)
     images = comfy_images(outputs)
     assert images, f"{path.name} produced no image"
