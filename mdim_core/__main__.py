@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inpaint": ("mdim_core.cli_inpaint", "Remove text/SFX under a mask and redraw it (SGIM, local diffusers model)."),
     "eval": ("mdim_core.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
     "synth": ("mdim_core.synth.cli", "Write generated manga pages with ground truth, masks and aged scans."),
+    "restore": ("mdim_core.cli_restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
 }
 
 

@@ -312,12 +312,14 @@ def estimate_background_lowres(gray: np.ndarray, cell: int = 0, ink_size: int = 
     envelope = _paper_surface(low)
     if envelope is None:  # hardly any paper (an all-black page): nothing to divide
         return np.ones_like(low), cell
-    rel = low / np.maximum(envelope, 1e-4)
-    weight = np.clip((rel - 0.90) / 0.06, 0.0, 1.0).astype(np.float32)
     sigma = max(1.0, k / 8)
-    near, den = _normalized_blur(low, weight, sigma)
-    # where little paper is near (inside a big screentone or black panel), lean on the surface
-    bg = (den * near + 0.05 * envelope) / (den + 0.05)
+    bg = envelope
+    for _ in range(2):  # the second pass judges paper against the first, local estimate
+        rel = low / np.maximum(bg, 1e-4)
+        weight = np.clip((rel - 0.90) / 0.06, 0.0, 1.0).astype(np.float32)
+        near, den = _normalized_blur(low, weight, sigma)
+        # where little paper is near (inside a big screentone or black panel), lean on the surface
+        bg = (den * near + 0.05 * envelope) / (den + 0.05)
     bg = ndimage.gaussian_filter(bg, 1.0, mode="nearest")
     return np.clip(bg, 1e-3, None).astype(np.float32), cell
 

@@ -1,0 +1,398 @@
+"""Restoring a whole volume: every page of a folder, resumable, in several processes.
+
+:func:`run_batch` takes a page or a folder of pages (PNG, JPEG, TIFF, WebP), cleans each one with
+:func:`cleanup.clean_page` and, when models are given, chains the Symmetric VAE restore and SGIM text
+removal (:class:`ModelSteps`). Pages keep their names (and sub-folders with ``recursive``), their
+DPI and, for 16-bit grayscale PNG/TIFF, their bit depth.
+
+- One bad page (unreadable, truncated, empty, ...) is reported and skipped; the others go on.
+- Every output is written atomically (temporary file + ``os.replace``): a killed run or a full disk
+  never leaves a half-written page, and pages already written are never touched again.
+- A small manifest (``.mdim_restore.json`` in the output folder) records, for every finished page,
+  its source's size and modification time and the settings used. Re-running skips the pages whose
+  output exists and whose record matches; a changed source or changed settings redo the page.
+- A full disk stops the run at once with a clear message (what is written is kept; free space and
+  re-run to resume). An output folder that cannot be written is refused before any work.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import errno
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import cleanup, imageio
+
+log = logging.getLogger("MDIM")
+
+MANIFEST = ".mdim_restore.json"
+#: Output formats: "same" keeps each page's own format.
+OUTPUT_FORMATS = ("same", "png", "tiff", "jpeg", "webp")
+_EXT = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg", "webp": ".webp"}
+
+
+class DiskFullError(OSError):
+    """The output disk is full: the batch stops (what was written is kept)."""
+
+
+@dataclass(frozen=True)
+class ModelSteps:
+    """Optional model steps chained after the classical cleanup (each needs its files).
+
+    - Symmetric VAE restore: ``vae`` (a diffusers AutoencoderKL folder or an SD VAE .safetensors)
+      and ``adapters`` (the Symmetric VAE adapter .safetensors).
+    - SGIM text removal: ``model`` (a local diffusers Stable Diffusion folder) and ``masks`` (a
+      folder with one mask per page, same file stem, white = remove); pages without a mask skip it.
+      With ``adapters`` too, SGIM decodes through the Symmetric VAE.
+    """
+
+    vae: str | None = None
+    adapters: str | None = None
+    tile: int = 512
+    model: str | None = None
+    masks: str | None = None
+    prompt: str = "manga, manga style, comic, monochrome"
+    negative: str = "color, blurry, lowres, jpeg artifacts, watermark, text"
+    steps: int = 30
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.vae and not self.adapters:
+            raise ValueError("adapters: the Symmetric VAE restore needs an adapter file with --vae")
+        if self.adapters and not (self.vae or self.model):
+            raise ValueError("vae: the Symmetric VAE restore needs the base VAE (--vae) its adapters were trained on")
+        if bool(self.model) != bool(self.masks):
+            raise ValueError("model and masks: SGIM text removal needs both --model and --masks")
+        for name in ("vae", "adapters", "model", "masks"):
+            value = getattr(self, name)
+            if value and not Path(value).exists():
+                raise ValueError(f"{name}: {value!r} does not exist")
+
+    @property
+    def restore(self) -> bool:
+        return bool(self.vae and self.adapters)
+
+    @property
+    def text_removal(self) -> bool:
+        return bool(self.model and self.masks)
+
+    @property
+    def any(self) -> bool:
+        return self.restore or self.text_removal
+
+
+@dataclass
+class BatchReport:
+    """What a batch did. ``failed``: (page, message) pairs. ``aborted``: why it stopped early, or None."""
+
+    total: int = 0
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    aborted: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return 3
+        return 1 if self.failed else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def find_pages(source: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The page files of ``source``: itself when it is a file, else the page files of the folder
+    (sorted; hidden files and our own temporary files ignored; sub-folders with ``recursive``)."""
+    src = Path(source)
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise ValueError(f"input: {str(src)!r} does not exist (expected a page file or a folder of pages)")
+    found = src.rglob("*") if recursive else src.iterdir()
+    pages = [
+        p for p in found
+        if p.is_file() and imageio.is_page_file(p) and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    ]
+    return sorted(pages)
+
+
+def plan_outputs(pages: list[Path], source: Path, out_dir: Path, fmt: str = "same") -> list[tuple[Path, Path]]:
+    """(page, output file) pairs: same name (and sub-folder) under ``out_dir``; the extension
+    changes only with ``fmt``. Refuses to overwrite an input or to write two pages to one file."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format: expected one of {OUTPUT_FORMATS}, got {fmt!r}")
+    root = source if source.is_dir() else source.parent
+    pairs, seen = [], {}
+    inputs = {p.resolve() for p in pages}
+    for page in pages:
+        rel = page.relative_to(root)
+        target = out_dir / rel
+        if fmt != "same":
+            target = target.with_suffix(_EXT[fmt])
+        key = target.resolve()
+        if key in inputs:
+            raise ValueError(f"output: {str(target)!r} would overwrite an input page; choose another output folder")
+        if key in seen:
+            raise ValueError(f"output: {seen[key]} and {page} would both be written to {str(target)!r}; use --format")
+        seen[key] = page
+        pairs.append((page, target))
+    return pairs
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be written there (ValueError otherwise)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"output folder {str(folder)!r} cannot be created: {exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mdim-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"output folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
+
+
+def settings_key(settings: cleanup.CleanupSettings, steps: ModelSteps | None, fmt: str) -> str:
+    """A short hash of everything that changes an output page."""
+    blob = json.dumps({"cleanup": settings.as_dict(), "steps": asdict(steps) if steps else None, "format": fmt},
+                      sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _source_stamp(page: Path) -> list[int]:
+    st = page.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+class Manifest:
+    """Records of finished pages in ``out_dir/.mdim_restore.json`` (written atomically)."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / MANIFEST
+        self.pages: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                if isinstance(data, dict) and isinstance(data.get("pages"), dict):
+                    self.pages = data["pages"]
+            except (OSError, ValueError):
+                log.warning("[MDIM] %s is unreadable: finished pages will be redone", self.path)
+        self._last_write = 0.0
+
+    def finished(self, rel: str, page: Path, target: Path, key: str) -> bool:
+        rec = self.pages.get(rel)
+        return bool(rec and target.is_file() and rec.get("settings") == key and rec.get("source") == _source_stamp(page))
+
+    def record(self, rel: str, page: Path, key: str, seconds: float) -> None:
+        self.pages[rel] = {"settings": key, "source": _source_stamp(page), "seconds": round(seconds, 3)}
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < 1.0:
+            return
+        data = json.dumps({"version": 1, "pages": self.pages}, indent=1, sort_keys=True).encode()
+        imageio.write_bytes_atomic(self.path, data)
+        self._last_write = now
+
+
+# ---------------------------------------------------------------------------------------------
+# one page
+
+
+_MODELS: dict = {}  # per process: loaded models, keyed by their ModelSteps
+
+
+def _load_models(steps: ModelSteps):
+    key = steps
+    if key in _MODELS:
+        return _MODELS[key]
+    import torch
+
+    device = steps.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded: dict = {"device": device}
+    if steps.restore:
+        from .symvae.base import load_base_vae
+        from .symvae.model import SymmetricVAE
+        from .symvae.weights import load_adapters
+
+        sym = SymmetricVAE(load_base_vae(steps.vae).to(device))
+        load_adapters(sym, steps.adapters)
+        sym.eval()
+        loaded["symvae"] = sym
+    if steps.text_removal:
+        from . import diffusers_host
+
+        loaded["host"] = diffusers_host.load_host(
+            steps.model, prompt=steps.prompt, negative=steps.negative, device=device,
+            symvae_adapters=steps.adapters if steps.adapters else None,
+        )
+    _MODELS[key] = loaded
+    return loaded
+
+
+def _find_mask(masks: str, page: Path) -> Path | None:
+    for cand in sorted(Path(masks).glob(page.stem + ".*")):
+        if imageio.is_page_file(cand):
+            return cand
+    return None
+
+
+def _model_steps(clean, page: Path, steps: ModelSteps):
+    """Chain the Symmetric VAE restore and SGIM text removal on a cleaned page [H, W]."""
+    import numpy as np
+    import torch
+
+    models = _load_models(steps)
+    if steps.restore:
+        from .symvae.restore import restore_page
+
+        clean = restore_page(models["symvae"], clean, tile=steps.tile)
+    if steps.text_removal:
+        mask_file = _find_mask(steps.masks, page)
+        if mask_file is None:
+            log.info("[MDIM] %s: no mask in %s, text removal skipped", page.name, steps.masks)
+        else:
+            from . import sgim
+
+            mask = imageio.read_page(mask_file).pixels.mean(axis=-1)
+            image = torch.from_numpy(np.repeat(clean[..., None], 3, axis=-1))[None]
+            result = sgim.inpaint(models["host"], image, torch.from_numpy(mask)[None], seed=steps.seed,
+                                  config=sgim.SGIMConfig(steps=steps.steps))
+            clean = result.image[0].numpy().mean(axis=-1)
+    return clean
+
+
+def process_page(page: Path, target: Path, settings: cleanup.CleanupSettings,
+                 steps: ModelSteps | None = None) -> float:
+    """Clean one page file into ``target`` (atomically). Returns the seconds it took.
+
+    Raises ``ValueError`` for a bad page, :class:`DiskFullError` when the disk is full.
+    """
+    t0 = time.perf_counter()
+    src = imageio.read_page(page)
+    if src.dpi and not settings.dpi:
+        settings = cleanup.CleanupSettings(**{**settings.as_dict(), "dpi": float(src.dpi[0])})
+    clean = cleanup.clean_page(src.pixels, settings)
+    src.pixels = None  # free the scan before the (large) write
+    if steps is not None and steps.any:
+        clean = _model_steps(clean, page, steps)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        imageio.write_image(target, clean, dpi=src.dpi, bit_depth=src.bit_depth)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"the disk is full while writing {target}") from exc
+        raise
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch
+
+
+def run_batch(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: cleanup.CleanupSettings | None = None,
+    *,
+    workers: int = 1,
+    fmt: str = "same",
+    recursive: bool = False,
+    force: bool = False,
+    steps: ModelSteps | None = None,
+    progress: bool = True,
+) -> BatchReport:
+    """Restore every page of ``source`` into ``out_dir`` (see the module docstring)."""
+    settings = settings or cleanup.CleanupSettings()
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected a whole number >= 1, got {workers!r}")
+    source, out_dir = Path(source), Path(out_dir)
+    pages = find_pages(source, recursive)
+    pairs = plan_outputs(pages, source, out_dir, fmt)
+    check_writable(out_dir)
+    key = settings_key(settings, steps, fmt)
+    manifest = Manifest(out_dir)
+    root = source if source.is_dir() else source.parent
+    report = BatchReport(total=len(pairs))
+    todo = []
+    for page, target in pairs:
+        rel = page.relative_to(root).as_posix()
+        if not force and manifest.finished(rel, page, target, key):
+            report.skipped.append(rel)
+        else:
+            todo.append((rel, page, target))
+    t_start = time.perf_counter()
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="page", desc="restore", dynamic_ncols=True)
+        bar.set_postfix(failed=0)
+
+    def finish(rel, page, fut_or_result):
+        try:
+            seconds = fut_or_result() if callable(fut_or_result) else fut_or_result
+        except DiskFullError as exc:
+            report.aborted = (f"{exc.strerror}. {len(report.done)} page(s) of this run and every page written "
+                              f"before are complete and kept; free some space and run the same command again "
+                              f"to go on.")
+            return False
+        except Exception as exc:  # one bad page never stops the volume
+            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            report.failed.append((rel, message))
+            log.warning("[MDIM] %s skipped: %s", rel, message)
+        else:
+            report.done.append(rel)
+            manifest.record(rel, page, key, seconds)
+            try:
+                manifest.save()
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    report.aborted = "the disk is full (while saving the progress record); free some space and re-run"
+                    return False
+                raise
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(failed=len(report.failed))
+        return True
+
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for rel, page, target in todo:
+                if not finish(rel, page, lambda p=page, t=target: process_page(p, t, settings, steps)):
+                    break
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(process_page, page, target, settings, steps): (rel, page)
+                           for rel, page, target in todo}
+                for fut in cf.as_completed(futures):
+                    rel, page = futures[fut]
+                    if not finish(rel, page, fut.result):
+                        for other in futures:
+                            other.cancel()
+                        break
+    finally:
+        if bar is not None:
+            bar.close()
+        try:
+            manifest.save(force=True)
+        except OSError as exc:
+            log.warning("[MDIM] could not save %s: %s", manifest.path, exc)
+    report.seconds = time.perf_counter() - t_start
+    return report
