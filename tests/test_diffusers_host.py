@@ -153,6 +153,16 @@ def test_prediction_type_dispatch_eps_and_v():
     assert (wrong.denoise(torch.zeros_like(x0), image=image, mask=mask, strength=1.0, steps=8, seed=0) - x0).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("kind", ["ddim", "euler", "dpmpp_2m"])
+@pytest.mark.parametrize("prediction,zero_snr", [("v_prediction", True), ("epsilon", False), ("v_prediction", False)])
+def test_every_scheduler_kind_lands_on_x0(kind, prediction, zero_snr):
+    x0 = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(4))
+    host = _oracle_host(x0, prediction, zero_snr, kind=kind)
+    assert host.scheduler.config.rescale_betas_zero_snr == zero_snr
+    out = host.denoise(torch.zeros_like(x0), image=torch.rand(1, 32, 32, 3), mask=torch.ones(1, 32, 32), strength=1.0, steps=12, seed=0)
+    assert (out - x0).abs().max() < 1e-4
+
+
 def test_cfg_and_rescale_match_diffusers(hosts):
     host = hosts["v4"]
     g = torch.Generator().manual_seed(3)

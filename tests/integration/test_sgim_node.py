@@ -94,6 +94,20 @@ def test_outside_mask_exact_and_deterministic(sgim_node, checkpoint, page):
         assert all(torch.equal(t, c[0]) for (t, _), c in zip(before, conds))
 
 
+def test_batch_of_pages_with_one_shared_mask(sgim_node, checkpoint, page):
+    import torch
+
+    model, clip, vae = checkpoint
+    image, mask = page
+    batch = torch.cat([image, 1.0 - image])
+    out, _ = run(sgim_node, _inputs(model, clip, vae, batch, mask))
+    assert out.shape == batch.shape
+    outside = (mask == 0)[..., None].expand_as(image)
+    for b in range(2):
+        assert torch.equal(out[b : b + 1][outside], batch[b : b + 1][outside])
+    assert not torch.equal(out[0], out[1])
+
+
 def test_nine_channel_conds_are_built_per_pass(sgim_node, inprocess_inpaint_checkpoint, page, inprocess_comfy):
     """The inpainting model receives concat_latent_image/concat_mask at each pass's own latent size."""
     import comfy.sample
