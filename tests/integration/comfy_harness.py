@@ -7,6 +7,7 @@ them directly (``from comfy_harness import run_prompt``).
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -138,6 +139,7 @@ def start_server(
         cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env
     )
     log_file.close()
+    atexit.register(_terminate, process)  # never leave a server behind, even if teardown is skipped
     server = ComfyServer(
         url=f"http://127.0.0.1:{port}", base_dir=base_dir, log_path=log_path, process=process
     )
@@ -161,13 +163,17 @@ def start_server(
 
 
 def stop_server(server: ComfyServer) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
+    _terminate(server.process)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
         try:
-            server.process.wait(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=20)
+            process.kill()
+            process.wait(timeout=20)
 
 
 def import_failures(log_text: str) -> list[str]:

@@ -342,9 +342,10 @@ def inprocess_comfy() -> types.SimpleNamespace:
     """ComfyUI imported in this process (CPU) and the pack loaded as a package.
 
     Returns a namespace with ``comfy_dir``, ``pack`` (the package module, named
-    ``mdim_pack_under_test``: import submodules as ``mdim_pack_under_test.nodes.x``) and
-    ``nodes`` (node id -> V3 node class, as the pack's extension lists them). Call a node
-    directly with ``ns.nodes["MDIM_X"].execute(**inputs)``.
+    ``mdim_pack_under_test``: import submodules as ``mdim_pack_under_test.nodes.x``), ``nodes``
+    (node id -> V3 node class, as the pack's extension lists them) and ``run(node_id, **inputs)``,
+    which executes a node under ``torch.inference_mode()`` as the host does and returns its outputs.
+    (Host code such as ``VAE.encode_tiled`` fails outside inference mode.)
     """
     comfyui_dir = _require_comfyui()
     import_comfy_on_cpu(comfyui_dir)
@@ -357,7 +358,14 @@ def inprocess_comfy() -> types.SimpleNamespace:
     extension = asyncio.run(pack.comfy_entrypoint())
     node_list = asyncio.run(extension.get_node_list())
     nodes = {cls.define_schema().node_id: cls for cls in node_list}
-    return types.SimpleNamespace(comfy_dir=comfyui_dir, pack=pack, nodes=nodes)
+
+    def run(node, **inputs) -> tuple:
+        """Execute a node (class or id) as the host does, under ``torch.inference_mode()``; its outputs."""
+        cls = nodes[node] if isinstance(node, str) else node
+        with torch.inference_mode():
+            return tuple(cls.execute(**inputs).args)
+
+    return types.SimpleNamespace(comfy_dir=comfyui_dir, pack=pack, nodes=nodes, run=run)
 
 
 def _load_checkpoint(path: Path):

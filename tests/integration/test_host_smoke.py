@@ -36,6 +36,23 @@ def test_inprocess_comfy_runs_on_cpu_without_reading_pytests_argv(inprocess_comf
     assert set(inprocess_comfy.nodes) == set(declared_node_ids())
 
 
+def test_inprocess_run_executes_like_the_host(inprocess_comfy):
+    import torch
+    from comfy_api.latest import io
+
+    class Probe(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="Probe", inputs=[io.Int.Input("x")], outputs=[io.Boolean.Output()])
+
+        @classmethod
+        def execute(cls, x):
+            return io.NodeOutput(torch.is_inference_mode_enabled() and x == 3)
+
+    assert inprocess_comfy.run(Probe, x=3) == (True,)
+    assert torch.is_inference_mode_enabled() is False
+
+
 def test_tiny_checkpoints_are_detected_as_sd15(
     inprocess_comfy, inprocess_checkpoint, inprocess_inpaint_checkpoint
 ):
