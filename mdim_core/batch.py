@@ -64,6 +64,7 @@ class ModelSteps:
     steps: int = 30
     seed: int = 0
     device: str = "auto"
+    sgim_options: tuple = ()  # extra SGIMConfig fields as (name, value) pairs, e.g. (("sgi_max_side", 768),)
 
     def __post_init__(self):
         if self.vae and not self.adapters:
@@ -272,7 +273,7 @@ def _model_steps(clean, page: Path, steps: ModelSteps):
             mask = imageio.read_page(mask_file).pixels.mean(axis=-1)
             image = torch.from_numpy(np.repeat(clean[..., None], 3, axis=-1))[None]
             result = sgim.inpaint(models["host"], image, torch.from_numpy(mask)[None], seed=steps.seed,
-                                  config=sgim.SGIMConfig(steps=steps.steps))
+                                  config=sgim.SGIMConfig(steps=steps.steps, **dict(steps.sgim_options)))
             clean = result.image[0].numpy().mean(axis=-1)
     return clean
 

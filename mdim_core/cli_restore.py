@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=None, help="local diffusers Stable Diffusion folder for SGIM text removal")
     m.add_argument("--masks", default=None, help="folder of masks named like the pages (white = remove text)")
     m.add_argument("--seed", type=int, default=0, help="SGIM seed (default: %(default)s)")
+    m.add_argument("--sgim-steps", type=int, default=30, help="SGIM structure-pass steps (default: %(default)s)")
+    m.add_argument("--sgi-max-side", type=int, default=1024, help="SGIM structure-pass longest side (default: %(default)s)")
     m.add_argument("--device", default="auto", help="torch device for the model steps (default: %(default)s)")
 
 
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         steps = None
         if args.vae or args.adapters or args.model or args.masks:
             steps = batch.ModelSteps(vae=args.vae, adapters=args.adapters, tile=args.tile, model=args.model,
-                                     masks=args.masks, seed=args.seed, device=args.device)
+                                     masks=args.masks, seed=args.seed, device=args.device, steps=args.sgim_steps,
+                                     sgim_options=(("sgi_max_side", args.sgi_max_side),))
         report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
                                  recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
     except ValueError as exc:

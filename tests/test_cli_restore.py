@@ -170,3 +170,67 @@ def test_readme_main_job_from_a_fresh_checkout(tmp_path):
     src = imageio.read_page(example)
     assert page.pixels.shape[:2] == src.pixels.shape[:2] and page.dpi == src.dpi
     assert (page.pixels > 0.98).mean() > 0.5  # the yellowed paper is white now
+
+
+def test_symmetric_vae_step_chains_after_cleanup(tmp_path):
+    torch = pytest.importorskip("torch")
+    from mdim_core.symvae.model import SymmetricVAE
+    from mdim_core.symvae.restore import restore_page
+    from mdim_core.symvae.tiny import build_autoencoder_kl
+    from mdim_core.symvae.weights import load_adapters, save_adapters
+
+    vae_dir = tmp_path / "vae"
+    build_autoencoder_kl(seed=0).save_pretrained(vae_dir)
+    sym = SymmetricVAE(build_autoencoder_kl(seed=0))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in sym.adapters.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    adapters = tmp_path / "adapters.safetensors"
+    save_adapters(sym, adapters)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_aged(6, size=(96, 80))).save(src / "page.png", dpi=(300, 300))
+    steps = batch.ModelSteps(vae=str(vae_dir), adapters=str(adapters), device="cpu", tile=0)
+    report = batch.run_batch(src, tmp_path / "out", steps=steps, progress=False)
+    assert report.done == ["page.png"], report.failed
+    got = imageio.read_page(tmp_path / "out" / "page.png").pixels[..., 0]
+    # the same chain by hand: cleanup, then the Symmetric VAE restore with the loaded adapters
+    loaded = SymmetricVAE(build_autoencoder_kl(seed=0))
+    load_adapters(loaded, adapters)
+    page = imageio.read_page(src / "page.png")
+    expect = restore_page(loaded.eval(), cleanup.clean_page(page.pixels, dpi=300), tile=0)
+    assert np.abs(got - np.clip(expect, 0, 1)).max() <= 0.5 / 255 + 1e-5
+    only_cleanup = cleanup.clean_page(page.pixels, dpi=300)
+    assert np.abs(got - only_cleanup).mean() > 0.01  # the model step did run
+    with pytest.raises(ValueError, match="adapters"):
+        batch.ModelSteps(vae=str(vae_dir))
+    with pytest.raises(ValueError, match="masks"):
+        batch.ModelSteps(model=str(vae_dir))
+
+
+def test_sgim_text_removal_step_chains_after_cleanup(tmp_path):
+    pytest.importorskip("torch")
+    from tiny_diffusers import build_model_dir
+
+    model = build_model_dir(tmp_path / "tiny", in_channels=9)
+    src, masks = tmp_path / "in", tmp_path / "masks"
+    src.mkdir()
+    masks.mkdir()
+    Image.fromarray(_aged(7, size=(96, 80))).save(src / "a.png")
+    Image.fromarray(_aged(8, size=(96, 80))).save(src / "b.png")  # no mask: text removal skipped
+    hole = np.zeros((96, 80), bool)
+    hole[30:60, 20:50] = True
+    Image.fromarray((hole * 255).astype(np.uint8)).save(masks / "a.png")
+    steps = batch.ModelSteps(model=str(model), masks=str(masks), device="cpu", steps=3, seed=1,
+                             sgim_options=(("fri_steps", 2), ("sgi_max_side", 32), ("min_crop_side", 0),
+                                           ("context_margin", 8)))
+    report = batch.run_batch(src, tmp_path / "out", steps=steps, progress=False)
+    assert sorted(report.done) == ["a.png", "b.png"], report.failed
+    plain = tmp_path / "plain"
+    batch.run_batch(src, plain, progress=False)
+    a = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    a0 = np.asarray(Image.open(plain / "a.png"))
+    assert np.array_equal(a[~hole], a0[~hole])  # outside the mask: the cleaned page, bit for bit
+    assert np.abs(a[hole].astype(int) - a0[hole]).mean() > 2  # inside: redrawn
+    assert (tmp_path / "out" / "b.png").read_bytes() == (plain / "b.png").read_bytes()
