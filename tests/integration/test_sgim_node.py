@@ -239,6 +239,47 @@ def test_tiled_vae_gives_the_same_outside_and_a_close_inside(sgim_node, inproces
     assert not torch.equal(tiled, plain)  # the tiled path really ran
 
 
+class _OOMVae:
+    """Delegates to a real VAE, but its untiled encode/decode run out of memory."""
+
+    def __init__(self, vae, error):
+        self._vae, self._error = vae, error
+
+    def __getattr__(self, name):
+        return getattr(self._vae, name)
+
+    def encode(self, image):
+        raise self._error("simulated out of memory (encode)")
+
+    def decode(self, latent):
+        raise self._error("simulated out of memory (decode)")
+
+
+def test_out_of_memory_and_memory_estimate_fall_back_to_tiles(inprocess_checkpoint, page, monkeypatch):
+    import comfy.model_management as mm
+    import torch
+
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    model, clip, vae = inprocess_checkpoint
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
+    image = page[0][:, :64, :64].contiguous()
+
+    def host(v, **kw):
+        return sgim_nodes.ComfyHost(model, v, cond, cond, cfg=7.0, sampler_name="euler", scheduler="simple", **kw)
+
+    with torch.inference_mode():
+        oom = host(_OOMVae(vae, mm.OOM_EXCEPTION), tiled_vae_megapixels=0.0)
+        latent = oom.encode(image)
+        decoded = oom.decode(latent)
+        assert oom.tiled_calls == 2 and latent.shape == (1, 4, 8, 8) and decoded.shape == (1, 64, 64, 3)
+        plain = host(vae, tiled_vae_megapixels=0.0)
+        plain.encode(image)
+        assert plain.tiled_calls == 0
+        monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: 1)  # the VAE's estimate no longer fits
+        plain.encode(image)
+        assert plain.tiled_calls == 1
+
+
 def test_symmetric_vae_input(sgim_node, inprocess_comfy, inprocess_checkpoint, page):
     import torch
 
