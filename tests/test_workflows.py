@@ -241,11 +241,18 @@ def test_the_reference_graph_is_valid_and_converts(schema):
     assert set(prompt) == {"1", "2", "3", "4", "5", "6", "7"}
 
 
-def test_seed_without_control_value_also_maps(schema):
+def test_missing_control_after_generate_value_is_reported(schema):
+    """The editor assigns saved values by position: without "randomize", steps would get 20's slot."""
     graph = _graph()
     _node(graph, 5)["widgets_values"] = [42, 20, 7.0, "euler", "simple", 1.0]
-    assert validate_workflow(graph, schema) == []
-    assert ui_to_api(graph, schema)["5"]["inputs"]["steps"] == 20
+    text = _problems(graph, schema)
+    assert "after 'seed' the editor expects its control_after_generate value" in text
+
+
+def test_control_value_after_a_widget_without_control_is_reported(schema):
+    graph = _graph()
+    _node(graph, 4)["widgets_values"] = [512, "fixed", 768, 1]
+    assert "height='fixed': expected an integer" in _problems(graph, schema)
 
 
 def _problems(graph: dict, schema: dict) -> str:

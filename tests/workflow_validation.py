@@ -135,8 +135,26 @@ def types_compatible(output_type: str, input_type: str) -> bool:
 # --------------------------------------------------------------------------- widget values
 
 
+def has_control_widget(name: str, spec) -> bool:
+    """Whether the editor adds a "control_after_generate" widget (and value) after this widget.
+
+    As the 0.8.0 editor decides it: INT widgets when their ``control_after_generate`` option is
+    true, or, without that option, when they are named ``seed`` / ``noise_seed``; FLOAT and COMBO
+    widgets only when the option is true.
+    """
+    kind = spec_type(spec)
+    flag = spec_options(spec).get("control_after_generate")
+    if kind == "INT":
+        return bool(flag) if flag is not None else name in ("seed", "noise_seed")
+    return kind in ("FLOAT", "COMBO") and bool(flag)
+
+
 def map_widget_values(node: dict, node_info: dict) -> tuple[dict, list[str]]:
-    """Map a UI node's ``widgets_values`` to ``{input name: value}``; returns ``(values, problems)``."""
+    """Map a UI node's ``widgets_values`` to ``{input name: value}``; returns ``(values, problems)``.
+
+    The editor assigns saved values to widgets by position, so a missing or extra value shifts
+    every widget after it; such lists are reported rather than guessed.
+    """
     values = node.get("widgets_values")
     widgets = [(name, spec) for name, spec, _ in input_specs(node_info) if is_widget(spec)]
     if values is None:
@@ -154,18 +172,18 @@ def map_widget_values(node: dict, node_info: dict) -> tuple[dict, list[str]]:
             break
         result[name] = values[i]
         i += 1
-        kind = spec_type(spec)
-        if kind == "INT" and i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
-            i += 1  # the editor's control_after_generate value
-        elif kind == "INT" and spec_options(spec).get("control_after_generate") and i < len(values):
-            if isinstance(values[i], str):
-                problems.append(
-                    f"control_after_generate of {name!r} is {values[i]!r}, expected one of {sorted(CONTROL_VALUES)}"
-                )
+        if has_control_widget(name, spec):
+            if i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
                 i += 1
-        elif kind == "COMBO" and has_upload_button(spec) and i < len(values) and isinstance(values[i], str):
-            if values[i] in ("image", "video", "audio") or len(values) - i > len(widgets) - len(result):
-                i += 1  # the upload button's value
+            else:
+                found = values[i] if i < len(values) else "nothing"
+                problems.append(
+                    f"after {name!r} the editor expects its control_after_generate value "
+                    f"(one of {sorted(CONTROL_VALUES)}), found {found!r}: every later widget would shift"
+                )
+        elif spec_type(spec) == "COMBO" and has_upload_button(spec) and i < len(values):
+            if values[i] in ("image", "video", "audio"):
+                i += 1  # the upload button's value, saved by some editor versions
     if i < len(values):
         problems.append(f"widgets_values has {len(values) - i} unexpected extra value(s): {values[i:]!r}")
     return result, problems
