@@ -252,3 +252,18 @@ def test_bad_model_folder_and_channels(tmp_path, model_dirs):
     vae = SimpleNamespace(config=SimpleNamespace(latent_channels=4, block_out_channels=(1, 1, 1, 1)))
     with pytest.raises(ValueError, match="unet: has 5 input channels"):
         DiffusersHost(unet, vae, sched, torch.zeros(1, 4, 8))
+
+
+def test_symmetric_vae_decodes_with_unscaled_latents(model_dirs):
+    from mdim_core.symvae import SymmetricVAE
+
+    host = diffusers_host.load_host(model_dirs["v4"], cfg=1.0)
+    image, mask = _page(64, 48)
+    latent = host.encode(image)
+    plain = host.decode(latent)
+    host.symvae = SymmetricVAE(host.vae)
+    assert torch.equal(host.decode(latent, source=image, mask=mask), plain)  # zero-init adapters: the base decode
+    with torch.no_grad():
+        host.symvae.adapters[0].conv_out.weight.fill_(0.05)
+    skipped = host.decode(latent, source=image, mask=mask)
+    assert skipped.shape == plain.shape and (skipped - plain).abs().max() > 1e-3  # the skips are used
