@@ -19,6 +19,7 @@ NODE_MODULES = (
     "schedule_nodes",
     "symvae_nodes",
     "sgim_nodes",
+    "restore_nodes",
 )
 
 

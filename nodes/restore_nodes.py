@@ -1,0 +1,113 @@
+"""Restoration node: MDIM Scan Cleanup (classical, no model).
+
+The algorithm lives in ``mdim_core.cleanup``; this module only converts ComfyUI IMAGE batches
+(float32 [B, H, W, C] in 0..1) to numpy pages and back. The output is grayscale replicated to three
+channels (ComfyUI's IMAGE convention), same size as the input. The input tensor is never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..mdim_core import cleanup
+
+log = logging.getLogger("MDIM")
+
+
+def _pages(image) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        raise ValueError(f"image: expected an IMAGE [B,H,W,C], got {getattr(image, 'shape', type(image))}")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"image: zero-size image {tuple(image.shape)}")
+    if image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image: expected 1, 3 or 4 channels, got {image.shape[-1]}")
+    if image.shape[-1] == 4:
+        log.info("[MDIM] image: alpha channel dropped")
+    return image
+
+
+class MDIMScanCleanup(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        d = cleanup.CleanupSettings()
+        return io.Schema(
+            node_id="MDIM_ScanCleanup",
+            display_name="MDIM Scan Cleanup",
+            category="MDIM/restore",
+            description=(
+                "Cleans an old, yellowed scan without any model: grayscale with the most ink/paper contrast, "
+                "paper background (yellowing, uneven light, stains) divided out, scanner blur undone, and the "
+                "MDIM thesis levels (auto-contrast, then 90..190 -> black..white). Screentone dots are kept. "
+                "Optional deskew, bleed-through fading and despeckle."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The scanned pages (colour or grayscale; a batch is cleaned page by page)."),
+                io.Combo.Input(
+                    "gray", options=list(cleanup.GRAY_METHODS), default=d.gray,
+                    tooltip="Grayscale conversion. auto weights the channels by their ink/paper contrast (yellowing "
+                    "hides in blue); luma is the usual TV formula; red/green/max/mean are fixed choices.",
+                ),
+                io.Boolean.Input(
+                    "remove_background", default=d.background,
+                    tooltip="Estimate the paper's brightness (tint, uneven light, stains) and divide it out so paper "
+                    "becomes white. Screentone panels and black areas keep their tone.",
+                ),
+                io.Combo.Input(
+                    "levels", options=list(cleanup.LEVELS_MODES), default=d.levels,
+                    tooltip="thesis: auto-contrast, then black..white point -> 0..255 (the MDIM recipe). points: "
+                    "black..white point -> 0..255 only. off: no levels.",
+                ),
+                io.Float.Input(
+                    "black_point", default=d.black_point, min=0.0, max=254.0, step=1.0,
+                    tooltip="Level (0..255) that becomes pure black (thesis default 90).",
+                ),
+                io.Float.Input(
+                    "white_point", default=d.white_point, min=1.0, max=255.0, step=1.0,
+                    tooltip="Level (0..255) that becomes pure white (thesis default 190); must be above black_point.",
+                ),
+                io.Float.Input(
+                    "sharpen", default=d.sharpen, min=0.0, max=10.0, step=0.1,
+                    tooltip="Unsharp amount that undoes scanner blur so light screentones survive the levels; 0 = off.",
+                ),
+                io.Float.Input(
+                    "dpi", default=0.0, min=0.0, max=4800.0, step=1.0,
+                    tooltip="The scan's resolution, for the sharpening radius (dpi/300 px); 0 = guess from the page size.",
+                ),
+                io.Float.Input(
+                    "bleed_through", default=d.bleed_through, min=0.0, max=1.0, step=0.05,
+                    tooltip="Fade faint marks showing through from the back page (only where no real ink is near); 0 = off.",
+                ),
+                io.Int.Input(
+                    "despeckle", default=d.despeckle, min=0, max=1000, step=1,
+                    tooltip="Remove isolated dark specks up to this area in px (screentone dots are never touched); 0 = off.",
+                ),
+                io.Boolean.Input(
+                    "deskew", default=d.deskew,
+                    tooltip="Straighten pages scanned slightly turned (up to 3 degrees), with bicubic resampling.",
+                ),
+            ],
+            outputs=[io.Image.Output(tooltip="The cleaned pages: grayscale in 3 channels, same size as the input.")],
+        )
+
+    @classmethod
+    def execute(cls, image, gray, remove_background, levels, black_point, white_point, sharpen, dpi,
+                bleed_through, despeckle, deskew) -> io.NodeOutput:
+        image = _pages(image)
+        settings = cleanup.CleanupSettings(
+            gray=gray, background=bool(remove_background), levels=levels, black_point=float(black_point),
+            white_point=float(white_point), sharpen=float(sharpen), dpi=float(dpi),
+            bleed_through=float(bleed_through), despeckle=int(despeckle), deskew=bool(deskew),
+        )
+        out = []
+        for page in image:
+            arr = page.detach().to("cpu", torch.float32).numpy()  # a view or a copy: never written to
+            clean = cleanup.clean_page(np.ascontiguousarray(arr[..., :3]), settings)
+            out.append(torch.from_numpy(clean)[..., None].expand(-1, -1, 3))
+        return io.NodeOutput(torch.stack(out).contiguous())
+
+
+NODES = [MDIMScanCleanup]

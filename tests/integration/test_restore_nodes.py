@@ -1,0 +1,78 @@
+"""MDIM Scan Cleanup inside a real ComfyUI: in-process node runs and the restoration workflows via /prompt.
+
+Needs COMFYUI_DIR (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+RESTORE_WORKFLOWS = ("mdim_restore_scan_cleanup.json", "mdim_restore_symvae.json", "mdim_restore_text_removal.json")
+DEFAULTS = dict(gray="auto", remove_background=True, levels="thesis", black_point=90.0, white_point=190.0,
+                sharpen=2.0, dpi=0.0, bleed_through=0.0, despeckle=0, deskew=False)
+
+
+def _batch(test_images, name="mdim_example_old_scan.png") -> torch.Tensor:
+    arr = test_images[name].astype(np.float32) / 255.0
+    return torch.from_numpy(np.stack([arr, arr[:, ::-1].copy()]))  # two pages
+
+
+def test_node_matches_core_page_by_page_and_keeps_input(inprocess_comfy, test_images):
+    from mdim_pack_under_test.mdim_core import cleanup
+
+    image = _batch(test_images)
+    before = image.clone()
+    (out,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
+    assert torch.equal(image, before)  # the input IMAGE is untouched
+    assert out.shape == (2, *image.shape[1:3], 3) and out.dtype == torch.float32
+    assert torch.equal(out[..., 0], out[..., 1]) and torch.equal(out[..., 1], out[..., 2])  # gray in 3 channels
+    for i in range(2):
+        expect = cleanup.clean_page(image[i].numpy(), cleanup.CleanupSettings())
+        assert np.array_equal(out[i, ..., 0].numpy(), expect)
+    # the yellowed paper of the test scan becomes white
+    page = test_images["mdim_example_page.png"][..., 0] > 250
+    assert (out[0, ..., 0].numpy()[page] > 0.98).mean() > 0.95
+
+
+def test_node_options_and_bad_input(inprocess_comfy, test_images):
+    image = _batch(test_images)[:1]
+    (plain,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **{**DEFAULTS, "levels": "off", "sharpen": 0.0})
+    (points,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **{**DEFAULTS, "levels": "points",
+                                                                          "black_point": 20.0, "white_point": 240.0})
+    assert not torch.equal(plain, points)
+    (rgba,) = inprocess_comfy.run("MDIM_ScanCleanup", image=torch.cat([image, torch.ones_like(image[..., :1])], -1),
+                                  **DEFAULTS)
+    (rgb,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
+    assert torch.equal(rgba, rgb)  # alpha dropped
+    with pytest.raises(ValueError, match="black_point"):
+        inprocess_comfy.run("MDIM_ScanCleanup", image=image, **{**DEFAULTS, "black_point": 200.0, "white_point": 100.0})
+    with pytest.raises(ValueError, match="image"):
+        inprocess_comfy.run("MDIM_ScanCleanup", image=image[:, :0], **DEFAULTS)
+
+
+def test_schema_is_served(comfy_server):
+    info = comfy_server.object_info()["MDIM_ScanCleanup"]
+    assert info["category"] == "MDIM/restore" and info["display_name"] == "MDIM Scan Cleanup"
+    for name, spec in info["input"]["required"].items():
+        assert spec[1].get("tooltip"), name
+
+
+@pytest.mark.parametrize("name", RESTORE_WORKFLOWS)
+def test_restoration_workflows_run(name, workflow_prompt, comfy_run, comfy_images, test_images):
+    prompt = workflow_prompt(name, steps=2, fri_steps=1)
+    outputs = comfy_run(prompt, timeout=900)
+    images = comfy_images(outputs)
+    assert images, f"{name} produced no image"
+    scan = test_images["mdim_example_old_scan.png"]
+    for image in images:
+        assert image.shape[:2] == scan.shape[:2]
+    if name == "mdim_restore_scan_cleanup.json":
+        from mdim_core import cleanup
+
+        expect = cleanup.clean_page(scan.astype(np.float32) / 255.0)
+        got = images[0][..., 0].astype(np.float32) / 255.0
+        assert np.abs(got - expect).max() <= 1 / 255 + 1e-6
