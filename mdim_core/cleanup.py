@@ -263,7 +263,7 @@ def _normalized_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> tu
 def _paper_surface(low: np.ndarray, degree: int = 4, iterations: int = 6) -> np.ndarray | None:
     """A smooth polynomial surface through the paper cells of a cell grid (robust, iterated).
 
-    Start from the brighter half of the cells; fit a 2-D polynomial of ``degree`` by weighted least
+    Start from the cells near the brightest of their neighbourhood (a sixth of the page); fit a 2-D polynomial of ``degree`` by weighted least
     squares; keep the cells within 7 % below the fit (paper), refit. Uneven light and vignetting are
     smooth, so the surface follows them up to the page's edges (where a morphological closing would
     be biased towards the brighter inside). None when less than 2 % of the cells look like paper.
@@ -276,7 +276,9 @@ def _paper_surface(low: np.ndarray, degree: int = 4, iterations: int = 6) -> np.
     vals = low[::step, ::step].astype(np.float64).ravel()
     terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
     design = np.stack([(yy.ravel() ** i) * (xx.ravel() ** j) for i, j in terms], axis=1)
-    keep = vals >= np.median(vals)
+    # start from cells near their neighbourhood's brightest (paper in dark corners included)
+    local_max = ndimage.maximum_filter(low, size=max(3, min(h, w) // 6), mode="nearest")[::step, ::step].ravel()
+    keep = vals >= 0.92 * local_max
     if keep.mean() < 0.02 or vals.max() <= 1e-4:
         return None
     coef = None
