@@ -33,7 +33,7 @@ def normalize_mask(
     size: tuple[int, int],
     name: str = "mask",
 ) -> torch.Tensor:
-    """Bring a user mask to ``[batch, H, W]`` float32 on the CPU, values in 0..1.
+    """Bring a user mask to ``[batch, H, W]`` float32 (bool stays bool) on the CPU, values in 0..1.
 
     Accepts ``[H, W]``, ``[B, H, W]`` and ``[B, H, W, 1]`` (torch or numpy, bool, integer
     0/1 or 0/255 is not guessed: integers must be 0/1, floats 0..1). A batch of 1 is
@@ -49,14 +49,17 @@ def normalize_mask(
         raise ValueError(f"{name}: expected shape [H, W], [B, H, W] or [B, H, W, 1], got {tuple(mask.shape)}")
     if mask.shape[1] == 0 or mask.shape[2] == 0 or mask.shape[0] == 0:
         raise ValueError(f"{name}: empty shape {tuple(mask.shape)}")
-    mask = mask.detach().to("cpu", torch.float32)
-    lo, hi = (float(v) for v in torch.aminmax(mask))  # one pass; NaN propagates, inf shows in the range
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"{name}: contains NaN or infinite values; expected values in 0..1")
-    if lo < -1e-3 or hi > 1.0 + 1e-3:
-        raise ValueError(f"{name}: values must lie in 0..1 (1 = repaint), got range {lo:g}..{hi:g}")
-    if lo < 0.0 or hi > 1.0:
-        mask = mask.clamp(0.0, 1.0)
+    if mask.dtype == torch.bool:  # already binary: no conversion, no range check (large pages)
+        mask = mask.detach().cpu()
+    else:
+        mask = mask.detach().to("cpu", torch.float32)
+        lo, hi = (float(v) for v in torch.aminmax(mask))  # one pass; NaN propagates, inf shows in the range
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{name}: contains NaN or infinite values; expected values in 0..1")
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(f"{name}: values must lie in 0..1 (1 = repaint), got range {lo:g}..{hi:g}")
+        if lo < 0.0 or hi > 1.0:
+            mask = mask.clamp(0.0, 1.0)
     if mask.shape[0] != batch:
         if mask.shape[0] != 1:
             raise ValueError(
@@ -64,6 +67,7 @@ def normalize_mask(
             )
         mask = mask.expand(batch, -1, -1)
     if tuple(mask.shape[1:]) != tuple(size):
+        mask = mask.float()
         log.info("[MDIM] %s: resized from %dx%d to the image size %dx%d", name, mask.shape[2], mask.shape[1], size[1], size[0])
         mask = resize_mask(mask, size)
     return mask.contiguous()
@@ -96,7 +100,7 @@ def binarize(mask: torch.Tensor, threshold: float = 0.5, dtype: torch.dtype = to
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold: expected a value in (0, 1], got {threshold!r}")
-    out = mask >= threshold
+    out = mask if mask.dtype == torch.bool else mask >= threshold
     return out if dtype == torch.bool else out.to(dtype)
 
 

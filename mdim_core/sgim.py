@@ -23,7 +23,7 @@ The host's noise mask keeps the known region during both passes; the engine neve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -133,16 +133,34 @@ class RegionJob:
         return self.sgi_size != self.crop_size
 
 
-@dataclass
 class SGIMResult:
-    """``image``: the composited result, ``[B, H, W, C]`` like the input (RGBA -> RGB).
-    ``sgi_preview``: the page with the (upscaled) SGI results pasted inside the mask (None
-    when not asked for).
-    ``jobs``: the plan that ran (empty when the mask was empty)."""
+    """The outcome of :func:`inpaint`.
 
-    image: torch.Tensor
-    sgi_preview: torch.Tensor | None
-    jobs: list[RegionJob] = field(default_factory=list)
+    Attributes:
+        image: the composited result, ``[B, H, W, C]`` like the input (RGBA -> RGB).
+        sgi_preview: the page with the (upscaled) SGI results pasted inside the mask: what the
+            structure pass drew, before refinement. Built on first access (a page-sized copy).
+        jobs: the plan that ran (empty when the mask was empty).
+    """
+
+    def __init__(self, image: torch.Tensor, jobs: list[RegionJob], base: torch.Tensor | None = None,
+                 parts: list | None = None, device: torch.device | None = None):
+        self.image = image
+        self.jobs = jobs
+        self._base = base
+        self._parts = parts or []
+        self._device = device
+        self._preview: torch.Tensor | None = None if base is not None else image
+
+    @property
+    def sgi_preview(self) -> torch.Tensor:
+        if self._preview is None:
+            page = self._base.clone()
+            for rows, box, crop in self._parts:
+                paste_into(page, crop, box, rows)
+            self._preview = page.to(self._device)
+            self._base, self._parts = None, []
+        return self._preview
 
     @property
     def passes(self) -> int:
@@ -325,7 +343,7 @@ class _Runner:
 
 
 def inpaint(
-    host, image, mask, *, seed: int = 0, config: SGIMConfig | None = None, preview: bool = True
+    host, image, mask, *, seed: int = 0, config: SGIMConfig | None = None
 ) -> SGIMResult:
     """Inpaint ``image`` ``[B, H, W, C]`` (C = 1, 3 or 4; float 0..1) inside ``mask`` with SGIM.
 
@@ -333,8 +351,7 @@ def inpaint(
     all images; another size is resized (logged). Returns an ``SGIMResult`` whose ``image``
     has the input's batch, size, dtype and device and C = 1 or 3 (RGBA loses its alpha).
     Outside the (cleaned, optionally grown) mask it equals the input bit for bit. An empty
-    mask returns the input without any host call. ``preview=False`` skips building the SGI
-    preview page (``sgi_preview`` is then None). Exceptions raised by the host (e.g.
+    mask returns the input without any host call. Exceptions raised by the host (e.g.
     cancellation from ``host.progress``) propagate; inputs are never modified.
     """
     host = check_host(host)
@@ -352,9 +369,9 @@ def inpaint(
         grow_pixels=config.grow_mask,
         dtype=torch.bool,
     )
-    if not bool(m.any()):
+    if not m.numpy().any():
         log.info("[MDIM] SGIM: the mask is empty, the image is returned unchanged")
-        return SGIMResult(image=image, sgi_preview=image if preview else None, jobs=[])
+        return SGIMResult(image=image, jobs=[])
 
     gray = base.float().mean(dim=-1) if config.limit_to_panel else None
     jobs = plan((height, width), m, config, seed=seed, page_gray=gray)
@@ -369,7 +386,7 @@ def inpaint(
     )
 
     out = base.clone()
-    sgi_page = base.clone() if preview else None
+    parts = []  # SGI preview crops, pasted only if the preview is asked for
     host.progress(0, runner.total)
     for job in jobs:
         y0, x0, y1, x1 = job.box
@@ -391,8 +408,5 @@ def inpaint(
 
         weight = masks.feather(mask_c, config.feather) if config.feather else None
         paste_into(out, composite(original, _to_channels(new, channels), mask_c, weight), job.box, rows)
-        if sgi_page is not None:
-            paste_into(sgi_page, composite(original, _to_channels(sgi, channels), mask_c), job.box, rows)
-    return SGIMResult(
-        image=out.to(device), sgi_preview=sgi_page.to(device) if sgi_page is not None else None, jobs=jobs
-    )
+        parts.append((rows, job.box, composite(original, _to_channels(sgi, channels), mask_c)))
+    return SGIMResult(image=out.to(device), jobs=jobs, base=base, parts=parts, device=device)

@@ -12,8 +12,8 @@ def test_normalize_accepts_hw_bhw_bhw1_and_numpy():
     m[1:3, 2:4] = 1
     for given in (m, m[None], m[None, ..., None], m.numpy(), m.numpy().astype(bool)):
         out = masks.normalize_mask(given, batch=1, size=(5, 7))
-        assert out.shape == (1, 5, 7) and out.dtype == torch.float32
-        assert torch.equal(out[0], m)
+        assert out.shape == (1, 5, 7) and out.dtype == (torch.bool if given.dtype == bool else torch.float32)
+        assert torch.equal(out[0].float(), m)
 
 
 def test_batch_one_broadcasts_and_other_mismatch_is_an_error():
@@ -47,6 +47,15 @@ def test_bad_masks_name_the_input(bad, message):
     with pytest.raises((ValueError, TypeError), match=message) as err:
         masks.normalize_mask(bad, batch=1, size=(4, 4))
     assert "mask" in str(err.value)
+
+
+def test_integer_masks_must_be_0_1():
+    with pytest.raises(ValueError, match=r"mask: values must lie in 0\.\.1 \(1 = repaint\), got range 255\.\.255"):
+        masks.normalize_mask(np.full((4, 4), 255, dtype=np.uint8), batch=1, size=(4, 4))
+    bool_small = torch.zeros(1, 4, 4, dtype=torch.bool)
+    bool_small[0, :2] = True
+    out = masks.clean(bool_small, batch=1, size=(8, 8))
+    assert out.dtype == torch.float32 and torch.equal(out[0, :4], torch.ones(4, 8))
 
 
 def test_binarize_snaps_jpeg_values():

@@ -105,6 +105,12 @@ def test_run_fri_modes(run_fri, shrink, passes):
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, config=cfg)
     assert [c.info.name for c in host.passes()] == passes
+    if not shrink:  # the SGI pass ran at full size: the preview is the SGI result itself
+        assert torch.equal(res.sgi_preview, truth)
+    else:  # the upscaled SGI result: near the truth inside the mask, the input outside
+        inside = mask == 1
+        assert torch.equal(res.sgi_preview[:, ~inside], truth[:, ~inside])
+        assert 0 < float((res.sgi_preview[:, inside] - truth[:, inside]).abs().mean()) < 0.25
     if passes[-1] == "fri" or not shrink:
         assert torch.equal(res.image, truth)
     else:  # SGI only, upscaled: close to the truth, not exact; outside still exact
