@@ -8,7 +8,7 @@ work is proportional to latent pixels, exact pixel counting):
 - wall time of the whole call (engine + host),
 
 for: SGIM with region crops (default settings), SGIM on the whole page (one page-sized crop:
-SGI at <= 1024, FRI at full size), and one full-page pass at full resolution (no shrink,
+SGI at <= 1024, FRI at full size in 2048-px tiles), and one full-page pass at full resolution (no shrink,
 no crops: plain inpainting of the page). Target: region crops use <= 10 % of the full-page
 pass's latent pixels.
 
@@ -79,8 +79,10 @@ def plan_pixel_steps(mask: torch.Tensor, config: sgim.SGIMConfig, scale: int = 8
         h, w = geometry.padded_size(job.sgi_size, scale)
         total += config.steps * (h // scale) * (w // scale)
         if job.run_fri:
-            h, w = geometry.padded_size(job.crop_size, scale)
-            total += config.fri_steps * (h // scale) * (w // scale)
+            sizes = [geometry.box_size(t) for t, _ in job.fri_tiles] or [job.crop_size]
+            for size in sizes:
+                h, w = geometry.padded_size(size, scale)
+                total += config.fri_steps * (h // scale) * (w // scale)
     return total
 
 
@@ -113,7 +115,9 @@ def main(argv=None) -> int:
     configs = {
         "SGIM, region crops (defaults)": sgim.SGIMConfig(**base),
         "SGIM, whole page as one crop": sgim.SGIMConfig(context_margin=10**6, **base),
-        "one full-page pass at full res": sgim.SGIMConfig(context_margin=10**6, sgi_max_side=10**6, **base),
+        "one full-page pass at full res": sgim.SGIMConfig(
+            context_margin=10**6, sgi_max_side=10**6, fri_tile_side=0, **base
+        ),
     }
     cases = synth_masks(args.pages)
     gen = generated_bubbles(0)

@@ -92,6 +92,33 @@ def merge_boxes(boxes: list[Box]) -> list[Box]:
     return sorted(out)
 
 
+def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis: (start, end, core_start, core_end); cores partition [0, length)."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    starts = [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    ends = [s + tile for s in starts]
+    cuts = [0] + [(ends[i] + starts[i + 1]) // 2 for i in range(n - 1)] + [length]
+    return [(starts[i], ends[i], cuts[i], cuts[i + 1]) for i in range(n)]
+
+
+def tile_boxes(size: tuple[int, int], tile: int, overlap: int) -> list[tuple[Box, Box]]:
+    """Overlapping tiles of at most ``tile`` x ``tile`` covering ``size``, in raster order.
+
+    Returns ``(tile_box, core_box)`` pairs: neighbouring tiles overlap by at least
+    ``overlap`` pixels, and the cores (each tile cut at the middle of its overlaps) partition
+    the area exactly, so every pixel is taken from exactly one tile, away from its edges.
+    """
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"tile: expected tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    out = []
+    for ys, ye, cys, cye in _spans(size[0], tile, overlap):
+        for xs, xe, cxs, cxe in _spans(size[1], tile, overlap):
+            out.append(((ys, xs, ye, xe), (cys, cxs, cye, cxe)))
+    return out
+
+
 # --- panels ------------------------------------------------------------------------------
 
 

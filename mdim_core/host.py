@@ -57,6 +57,9 @@ class PassInfo:
             FRI, the shrunk crop size for SGI.
         padded_size: ``(H, W)`` of the pixel image actually given to the host (``size``
             padded at the bottom and right to multiples of ``latent_scale``).
+        tile: 0-based index of this FRI tile when a large crop's FRI runs in tiles
+            (``box`` is then the tile's box in the page), else 0.
+        tiles: number of FRI tiles of this crop (1 when untiled).
     """
 
     name: PassName
@@ -70,6 +73,8 @@ class PassInfo:
     box: tuple[int, int, int, int]
     size: tuple[int, int]
     padded_size: tuple[int, int]
+    tile: int = 0
+    tiles: int = 1
 
 
 @runtime_checkable

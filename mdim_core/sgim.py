@@ -64,6 +64,11 @@ class SGIMConfig:
             found from the page's white gutters), so context never comes from a neighbour.
         mask_threshold: mask values >= this are repainted (near-binary values snap).
         pad_mode: how crops are padded to latent multiples: ``"replicate"`` or ``"reflect"``.
+        fri_tile_side: crops with a side above this run their FRI pass in overlapping tiles of
+            at most this side (the structure is already set by SGI), so a page-sized region
+            does not need a page-sized model call. 0 never tiles.
+        fri_tile_overlap: pixels of overlap between FRI tiles; each pixel is taken from the
+            tile whose centre part holds it, never from a tile's edge.
     """
 
     steps: int = 50
@@ -79,6 +84,8 @@ class SGIMConfig:
     limit_to_panel: bool = False
     mask_threshold: float = 0.5
     pad_mode: Literal["replicate", "reflect"] = "replicate"
+    fri_tile_side: int = 2048
+    fri_tile_overlap: int = 128
 
     def __post_init__(self) -> None:
         def integer(name: str, lo: int) -> None:
@@ -93,6 +100,15 @@ class SGIMConfig:
         integer("feather", 0)
         integer("context_margin", 0)
         integer("min_crop_side", 0)
+        integer("fri_tile_side", 0)
+        integer("fri_tile_overlap", 0)
+        if self.fri_tile_side and not 64 <= self.fri_tile_side:
+            raise ValueError(f"fri_tile_side: expected 0 (no tiles) or an integer >= 64, got {self.fri_tile_side!r}")
+        if self.fri_tile_side and self.fri_tile_overlap * 2 >= self.fri_tile_side:
+            raise ValueError(
+                f"fri_tile_overlap: expected less than half of fri_tile_side ({self.fri_tile_side}), "
+                f"got {self.fri_tile_overlap!r}"
+            )
         if not isinstance(self.fri_strength, (int, float)) or not 0.0 < float(self.fri_strength) <= 1.0:
             raise ValueError(f"fri_strength: expected a number in (0, 1], got {self.fri_strength!r}")
         if not isinstance(self.mask_threshold, (int, float)) or not 0.0 < float(self.mask_threshold) <= 1.0:
@@ -123,6 +139,13 @@ class RegionJob:
     sgi_size: tuple[int, int]
     run_fri: bool
     seed: int
+    #: ``(tile, core)`` boxes inside the crop when FRI runs in tiles (only tiles whose core
+    #: holds mask pixels); empty when FRI runs on the whole crop.
+    fri_tiles: tuple[tuple[Box, Box], ...] = ()
+
+    @property
+    def fri_passes(self) -> int:
+        return (len(self.fri_tiles) or 1) if self.run_fri else 0
 
     @property
     def crop_size(self) -> tuple[int, int]:
@@ -164,7 +187,7 @@ class SGIMResult:
 
     @property
     def passes(self) -> int:
-        return sum(1 + j.run_fri for j in self.jobs)
+        return sum(1 + j.fri_passes for j in self.jobs)
 
 
 # --- input checks ------------------------------------------------------------------------
@@ -277,7 +300,8 @@ def plan(
 ) -> list[RegionJob]:
     """All jobs for a cleaned binary mask ``[B, H, W]`` on pages of ``image_size``.
 
-    Seeds: job ``j`` (in run order) uses ``(seed + j) mod 2**64`` for both of its passes.
+    Seeds: job ``j`` (in run order) uses ``(seed + j) mod 2**64`` for both of its passes
+    (FRI tile ``t`` adds ``t * 2**32``).
     ``page_gray`` ``[B, H, W]`` is needed only with ``limit_to_panel``.
     """
     if tuple(mask.shape[1:]) != tuple(image_size):
@@ -290,7 +314,15 @@ def plan(
             crop = geometry.box_size(box)
             small = geometry.shrink_plan(crop, config.sgi_max_side, config.plan)
             fri = config.run_fri == "always" or (config.run_fri == "auto" and small != crop)
-            jobs.append(RegionJob(rows, i, len(boxes), box, small, fri, (seed + len(jobs)) % SEED_LIMIT))
+            tiles: tuple = ()
+            if fri and config.fri_tile_side and max(crop) > config.fri_tile_side:
+                sub = m[box[0] : box[2], box[1] : box[3]]
+                tiles = tuple(
+                    (t, c)
+                    for t, c in geometry.tile_boxes(crop, config.fri_tile_side, config.fri_tile_overlap)
+                    if bool(sub[c[0] : c[2], c[1] : c[3]].any())
+                )
+            jobs.append(RegionJob(rows, i, len(boxes), box, small, fri, (seed + len(jobs)) % SEED_LIMIT, tiles))
     return jobs
 
 
@@ -301,13 +333,23 @@ class _Runner:
     def __init__(self, host, config: SGIMConfig, jobs: list[RegionJob]):
         self.host = host
         self.config = config
-        self.count = sum(1 + j.run_fri for j in jobs)
-        self.total = sum(config.steps + (config.fri_steps if j.run_fri else 0) for j in jobs)
+        self.count = sum(1 + j.fri_passes for j in jobs)
+        self.total = sum(config.steps + config.fri_steps * j.fri_passes for j in jobs)
         self.index = 0
         self.done = 0
 
-    def run_pass(self, name: PassName, job: RegionJob, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pad, encode, denoise, decode, unpad one pass; returns ``[b, h, w, 3]`` float32 in 0..1."""
+    def run_pass(
+        self,
+        name: PassName,
+        job: RegionJob,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        tile: tuple[int, int, Box] | None = None,
+    ) -> torch.Tensor:
+        """Pad, encode, denoise, decode, unpad one pass; returns ``[b, h, w, 3]`` float32 in 0..1.
+
+        ``tile``: (index, count, box inside the crop) for a tiled FRI pass.
+        """
         host, cfg = self.host, self.config
         h, w = image.shape[1:3]
         img_p = geometry.pad_image(image, host.latent_scale, cfg.pad_mode)
@@ -323,12 +365,15 @@ class _Runner:
             region=job.region,
             regions=job.regions,
             batch_indices=job.rows,
-            box=job.box,
+            box=job.box if tile is None else _offset(tile[2], job.box),
             size=(h, w),
             padded_size=tuple(img_p.shape[1:3]),
+            tile=0 if tile is None else tile[0],
+            tiles=1 if tile is None else tile[1],
         )
+        seed = job.seed if tile is None else (job.seed + (tile[0] << 32)) % SEED_LIMIT
         latent = host.encode(img_p)
-        latent = host.denoise(latent, image=img_p, mask=mask_p, strength=strength, steps=steps, seed=job.seed, info=info)
+        latent = host.denoise(latent, image=img_p, mask=mask_p, strength=strength, steps=steps, seed=seed, info=info)
         out = host.decode(latent, source=img_p, mask=mask_p)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(img_p.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -340,6 +385,24 @@ class _Runner:
         self.done += steps
         host.progress(self.done, self.total)
         return out.clamp(0.0, 1.0)
+
+
+def _offset(box: Box, origin: Box) -> Box:
+    return box[0] + origin[0], box[1] + origin[1], box[2] + origin[0], box[3] + origin[1]
+
+
+def _fri(runner: _Runner, job: RegionJob, guided: torch.Tensor, mask_f: torch.Tensor) -> torch.Tensor:
+    """The FRI pass on a crop: whole, or tile by tile (each tile sees the earlier tiles' results)."""
+    if not job.fri_tiles:
+        return runner.run_pass("fri", job, guided, mask_f)
+    work = guided.clone()
+    for t, (tb, core) in enumerate(job.fri_tiles):
+        y0, x0, y1, x1 = tb
+        res = runner.run_pass("fri", job, work[:, y0:y1, x0:x1], mask_f[:, y0:y1, x0:x1], (t, len(job.fri_tiles), tb))
+        cy0, cx0, cy1, cx1 = core
+        inner = res[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        work[:, cy0:cy1, cx0:cx1] = composite(work[:, cy0:cy1, cx0:cx1], inner, mask_f[:, cy0:cy1, cx0:cx1])
+    return work
 
 
 def inpaint(
@@ -404,7 +467,7 @@ def inpaint(
         else:
             sgi = runner.run_pass("sgi", job, crop, mask_f)
         guided = composite(crop, sgi, mask_c)  # the SGI structure inside the mask, the real page outside
-        new = runner.run_pass("fri", job, guided, mask_f) if job.run_fri else guided
+        new = _fri(runner, job, guided, mask_f) if job.run_fri else guided
 
         weight = masks.feather(mask_c, config.feather) if config.feather else None
         paste_into(out, composite(original, _to_channels(new, channels), mask_c, weight), job.box, rows)

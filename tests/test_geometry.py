@@ -125,3 +125,21 @@ def test_expand_box_inside_bounds():
     assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), 160, bounds=panel) == (15, 10, 175, 140)
     # a box reaching outside its bounds keeps its own extent
     assert geo.expand_box((5, 120, 20, 150), 0, (200, 300), bounds=panel) == (5, 120, 20, 150)
+
+
+@pytest.mark.parametrize("size, tile, overlap", [((5000, 1000), 2048, 128), ((7016, 4961), 2048, 128), ((130, 70), 64, 16), ((64, 64), 64, 8)])
+def test_tiles_cover_once_with_overlap(size, tile, overlap):
+    tiles = geo.tile_boxes(size, tile, overlap)
+    count = np.zeros(size, dtype=np.int32)
+    for (y0, x0, y1, x1), (cy0, cx0, cy1, cx1) in tiles:
+        assert 0 <= y0 <= cy0 < cy1 <= y1 <= size[0] and 0 <= x0 <= cx0 < cx1 <= x1 <= size[1]
+        assert y1 - y0 <= tile and x1 - x0 <= tile
+        count[cy0:cy1, cx0:cx1] += 1
+        # a core keeps at least half the overlap away from every edge shared with a neighbour
+        assert cy0 == 0 or cy0 - y0 >= overlap // 2
+        assert cy1 == size[0] or y1 - cy1 >= overlap // 2
+        assert cx0 == 0 or cx0 - x0 >= overlap // 2
+        assert cx1 == size[1] or x1 - cx1 >= overlap // 2
+    assert (count == 1).all()
+    with pytest.raises(ValueError, match="tile"):
+        geo.tile_boxes(size, 64, 64)

@@ -226,6 +226,7 @@ def test_bad_input_is_a_clear_error(image, mask, message):
         ({"steps": 0}, "steps"), ({"sgi_max_side": 4}, "sgi_max_side"), ({"run_fri": "yes"}, "run_fri"),
         ({"plan": "crop"}, "plan"), ({"grow_mask": -1}, "grow_mask"), ({"feather": 2.5}, "feather"),
         ({"pad_mode": "zeros"}, "pad_mode"), ({"limit_to_panel": 1}, "limit_to_panel"),
+        ({"fri_tile_side": 32}, "fri_tile_side"), ({"fri_tile_side": 256, "fri_tile_overlap": 128}, "fri_tile_overlap"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, name):
@@ -339,3 +340,39 @@ def test_plan_for_large_pages():
     (job,) = sgim.plan((6000, 600), strip, cfg)
     assert job.sgi_size == (750, 75) and job.run_fri
     assert sgim.plan((1, 5000), torch.ones(1, 1, 5000), cfg)[0].sgi_size == (1, 625)
+
+
+def test_large_crops_run_fri_in_tiles_exactly():
+    h, w = 200, 150
+    truth = _page(1, h, w)
+    mask = torch.zeros(h, w)
+    mask[20:190, 10:140] = 1
+    mask[100:110, 60:70] = 0  # a hole in the mask: kept bit-exactly
+    cfg = sgim.SGIMConfig(sgi_max_side=64, fri_tile_side=96, fri_tile_overlap=16, min_crop_side=0, **SMALL)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, seed=5, config=cfg)
+    assert torch.equal(res.image, truth)
+    (job,) = res.jobs
+    assert job.box == (0, 0, 200, 150) and len(job.fri_tiles) == 6 and res.passes == 7
+    sgi, *tiles = host.passes()
+    assert sgi.info.name == "sgi" and max(sgi.info.padded_size) <= 64
+    assert [t.info.tile for t in tiles] == list(range(6)) and {t.info.tiles for t in tiles} == {6}
+    assert all(max(t.info.size) <= 96 and t.strength == 0.5 for t in tiles)
+    assert len({t.seed for t in tiles}) == 6
+    boxes = [t.info.box for t in tiles]
+    assert boxes == [tb for tb, _ in job.fri_tiles]  # crop at the page origin: page boxes = crop boxes
+    assert host.progress_log[-1] == (3 + 6 * 2, 3 + 6 * 2)
+
+
+def test_tiles_without_mask_are_skipped():
+    truth = _page(1, 200, 200)
+    mask = torch.zeros(200, 200)
+    mask[:, :20] = 1  # an L: the upper right of its box holds no mask
+    mask[180:, :] = 1
+    cfg = sgim.SGIMConfig(sgi_max_side=64, fri_tile_side=80, fri_tile_overlap=8, min_crop_side=0, context_margin=0, **SMALL)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, config=cfg)
+    assert torch.equal(res.image, truth)
+    (job,) = res.jobs
+    assert job.box == (0, 0, 200, 200)
+    assert len(job.fri_tiles) == 5 and len(host.passes("fri")) == 5  # 3x3 tiles, 4 without mask
