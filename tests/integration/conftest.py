@@ -55,9 +55,8 @@ from tiny_checkpoint import BUILDER_VERSION  # noqa: E402
 from workflow_validation import substitute_inputs, ui_to_api  # noqa: E402
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
-PORT_RANGE = range(
-    int(os.environ.get("MDIM_TEST_PORT", "18181")), int(os.environ.get("MDIM_TEST_PORT", "18181")) + 9
-)
+FIRST_PORT = int(os.environ.get("MDIM_TEST_PORT", "18181"))
+PORT_RANGE = range(FIRST_PORT, FIRST_PORT + 9)
 PACK_MODULE_NAME = "mdim_pack_under_test"
 
 # File names the server sees. Shipped workflows use the placeholder names; they are linked to the
@@ -176,15 +175,15 @@ def test_images() -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- server
 
 
-def _free_port() -> int:
+def _free_ports():
+    """Ports of PORT_RANGE nobody listens on right now, in order."""
     for port in PORT_RANGE:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} (set MDIM_TEST_PORT)")
+        yield port
 
 
 def workflow_file_names() -> dict[str, set[str]]:
@@ -242,7 +241,16 @@ def comfy_server(tmp_path_factory, tiny_checkpoints, test_images) -> ComfyServer
     comfyui_dir = _require_comfyui()
     base = tmp_path_factory.mktemp("comfy_base")
     checkpoint_names = prepare_base_dir(base, tiny_checkpoints, test_images)
-    server = start_server(comfyui_dir, base, _free_port(), python=sys.executable)
+    server = None
+    for port in _free_ports():
+        try:
+            server = start_server(comfyui_dir, base, port, python=sys.executable)
+            break
+        except RuntimeError as exc:  # another run took the port between the check and the start
+            if "address already in use" not in str(exc).lower():
+                raise
+    if server is None:
+        raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} (set MDIM_TEST_PORT)")
     server.checkpoints = dict(checkpoint_names)
     server.input_files = {name: name for name in test_images}
     yield server
