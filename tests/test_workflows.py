@@ -106,6 +106,13 @@ def test_every_node_has_category_display_name_and_tooltips(mdim_schema):
             assert tooltip, f"{node_id} output {name!r} has no tooltip"
 
 
+def test_every_node_is_shown_in_a_shipped_workflow(mdim_schema):
+    used = set()
+    for path in WORKFLOWS:
+        used |= {node["type"] for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]}
+    assert sorted(set(mdim_schema) - used) == [], "nodes without an example workflow"
+
+
 def test_our_node_ids_do_not_collide_with_core(mdim_schema):
     core = load_schema(CORE_SCHEMA_PATH)
     assert not set(mdim_schema) & set(core)
