@@ -11,6 +11,11 @@ target_slot, type]``. Widget values follow the order of the node's widget inputs
 (``input_order``: required, then optional). The editor adds values that are not inputs: the
 "control_after_generate" choice after seed-like INT widgets and the upload button value after
 file-upload combos; both are skipped here.
+
+Shipped workflows are held to exact widget lists: the editor itself ignores extra trailing values
+and gives missing trailing widgets their defaults, but either means the file was written for a
+different node schema. Checked against the templates that ship with ComfyUI 0.8.0's editor, every
+one without subgraphs whose nodes match the 0.8.0 schemas validates and converts.
 """
 
 from __future__ import annotations
