@@ -14,8 +14,9 @@ file-upload combos; both are skipped here.
 
 Shipped workflows are held to exact widget lists: the editor itself ignores extra trailing values
 and gives missing trailing widgets their defaults, but either means the file was written for a
-different node schema. Checked against the templates that ship with ComfyUI 0.8.0's editor, every
-one without subgraphs whose nodes match the 0.8.0 schemas validates and converts.
+different node schema. Checked against the 148 templates without subgraphs that ship with the
+0.8.0 editor: 112 validate and convert; the others were saved for other node versions (mostly API
+nodes) or carry editor-only display values (GetImageSize, SaveGLB, LoadAudio).
 """
 
 from __future__ import annotations
