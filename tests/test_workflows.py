@@ -508,3 +508,49 @@ def test_widget_converted_to_an_input_takes_the_linked_value(schema):
     graph["nodes"][-1]["outputs"][0]["type"] = "FLOAT"
     graph["links"][-1][5] = "FLOAT"
     assert "input 'seed' expects INT but is linked to FLOAT" in _problems(graph, schema)
+
+
+def test_bypassed_node_passes_the_input_the_editor_would_pick(schema):
+    graph = _graph()
+    graph["nodes"].append(
+        {
+            "id": 8,
+            "type": "LoadImage",
+            "mode": 0,
+            "inputs": [],
+            "outputs": [
+                {"name": "IMAGE", "type": "IMAGE", "links": [11]},
+                {"name": "MASK", "type": "MASK", "links": []},
+            ],
+            "widgets_values": ["mdim_example_page.png", "image"],
+        }
+    )
+    # VAEDecode -> destination, LoadImage -> source of a bypassed ImageCompositeMasked -> SaveImage
+    graph["nodes"].append(
+        {
+            "id": 9,
+            "type": "ImageCompositeMasked",
+            "mode": 4,
+            "inputs": [
+                {"name": "destination", "type": "IMAGE", "link": 10},
+                {"name": "source", "type": "IMAGE", "link": 11},
+                {"name": "mask", "type": "MASK", "link": None},
+            ],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [9]}],
+            "widgets_values": [0, 0, False],
+        }
+    )
+    _relink(graph, 9, origin_id=9, origin_slot=0)
+    _node(graph, 6)["outputs"][0]["links"].append(10)
+    graph["links"] += [[10, 6, 0, 9, 0, "IMAGE"], [11, 8, 0, 9, 1, "IMAGE"]]
+    graph["last_node_id"], graph["last_link_id"] = 9, 11
+    assert validate_workflow(graph, schema) == []
+    assert ui_to_api(graph, schema)["7"]["inputs"]["images"] == ["6", 0]  # the input at the output's slot
+    # the editor does not fall back to another input when the chosen one is unconnected
+    _node(graph, 9)["inputs"][0]["link"] = None
+    _node(graph, 6)["outputs"][0]["links"].remove(10)
+    graph["links"] = [lk for lk in graph["links"] if lk[0] != 10]
+    assert "images" not in ui_to_api(graph, schema)["7"]["inputs"]
+    # a muted source leaves the input out as well
+    _node(graph, 9)["mode"] = 2
+    assert "images" not in ui_to_api(graph, schema)["7"]["inputs"]

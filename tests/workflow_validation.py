@@ -423,11 +423,9 @@ def ui_to_api(workflow: dict, schema: dict) -> dict:
             link_id = (ui_inputs.get(name) or {}).get("link")
             if link_id is not None:
                 source = _resolve_source(links[link_id], nodes, links, spec_type(spec))
-                if source is not None:
+                if source is not None:  # else fed by a muted node: the editor leaves the input out
                     inputs[name] = source
-                    continue
-                if not is_widget(spec):
-                    continue  # e.g. fed by a muted node: the input is simply absent
+                continue
             if name in widget_values:
                 inputs[name] = copy.deepcopy(widget_values[name])
         entry = {"class_type": node["type"], "inputs": inputs}
@@ -438,7 +436,12 @@ def ui_to_api(workflow: dict, schema: dict) -> dict:
 
 
 def _resolve_source(link: list, nodes: dict, links: dict, wanted_type: str, depth: int = 0):
-    """``[origin_id, slot]``, a primitive's value, or ``None`` when the source does not run."""
+    """``[origin_id, slot]``, a primitive's value, or ``None`` when nothing that runs feeds the link.
+
+    Follows the editor's rules: reroutes pass their input through; a bypassed node passes through
+    the input at the output's slot index if its type fits, else the first input of exactly the
+    wanted type, else the first compatible one; a muted source leaves the input out.
+    """
     if depth > 100:
         raise WorkflowError("link cycle through reroutes or bypassed nodes")
     _, origin_id, origin_slot, _, _, _ = link
@@ -447,17 +450,38 @@ def _resolve_source(link: list, nodes: dict, links: dict, wanted_type: str, dept
     if kind == "PrimitiveNode":
         values = origin.get("widgets_values") or [None]
         return copy.deepcopy(values[0])
-    if kind == "Reroute" or mode == MODE_BYPASS:
-        candidates = origin.get("inputs") or []
-        if mode == MODE_BYPASS:  # the editor passes through the first input of a matching type
-            candidates = [i for i in candidates if types_compatible(str(i.get("type", "*")), wanted_type)]
-        for ui_input in candidates:
-            if ui_input.get("link") is not None and ui_input["link"] in links:
-                return _resolve_source(links[ui_input["link"]], nodes, links, wanted_type, depth + 1)
+    inputs = origin.get("inputs") or []
+    if kind == "Reroute":
+        index = 0
+    elif mode == MODE_BYPASS:
+        index = _bypass_input_index(origin, origin_slot, wanted_type)
+    elif mode == MODE_NEVER:
         return None
-    if mode == MODE_NEVER:
+    else:
+        return [str(origin_id), origin_slot]
+    if index is None or index >= len(inputs) or inputs[index].get("link") not in links:
         return None
-    return [str(origin_id), origin_slot]
+    return _resolve_source(links[inputs[index]["link"]], nodes, links, wanted_type, depth + 1)
+
+
+def _bypass_input_index(node: dict, slot: int, wanted_type: str) -> int | None:
+    inputs = node.get("inputs") or []
+    outputs = node.get("outputs") or []
+    out_type = str(outputs[slot].get("type", "*")) if slot < len(outputs) else "*"
+    if wanted_type in ("*", ""):
+        return slot if len(inputs) > slot else 0
+    if slot < len(inputs):
+        same = str(inputs[slot].get("type", "*"))
+        if types_compatible(same, out_type) and types_compatible(same, wanted_type):
+            return slot
+    for index, ui_input in enumerate(inputs):
+        if ui_input.get("type") == wanted_type:
+            return index
+    for index, ui_input in enumerate(inputs):
+        in_type = str(ui_input.get("type", "*"))
+        if types_compatible(in_type, out_type) and types_compatible(in_type, wanted_type):
+            return index
+    return None
 
 
 def substitute_inputs(prompt: dict, values: dict) -> dict:
