@@ -127,3 +127,26 @@ def test_cli_train_and_restore(tmp_path):
     assert rc == 0
     assert Image.open(restored).size == (80, 96)
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(out), "--vae", str(vae_dir)]) == 2
+
+
+def test_crop_sampler_with_pre_aged_pages_crops_them_in_place():
+    pages = _pages(1)
+    aged = [[np.stack([pages[0] * 0.5, pages[0] * 0.6, pages[0] * 0.7], axis=-1).astype(np.float32)]]
+    keep = [list(a) for a in aged]
+    cfg = TrainConfig(crop=32, clean_fraction=0.0, mask_fraction=0.0)
+    inp, tgt, _ = CropSampler(pages, cfg, aged).sample(np.random.default_rng(3), 4)
+    prepared = prepare_ground_truth(pages[0])
+    for i in range(4):
+        # the aged crop's red channel is half the clean page at the same place; the target is prepared
+        hits = [
+            (y, x)
+            for y in range(0, 65)
+            for x in range(0, 49)
+            if np.array_equal(aged[0][0][y : y + 32, x : x + 32], inp[i].numpy())
+        ]
+        assert hits
+        y, x = hits[0]
+        assert np.array_equal(tgt[i].numpy(), prepared[y : y + 32, x : x + 32])
+    assert all(a is b for a, b in zip(aged[0], keep[0]))  # the caller's list is not edited
+    with pytest.raises(ValueError, match="aged"):
+        CropSampler(pages, cfg, [[]])

@@ -9,7 +9,8 @@ decoder stays faithful on clean pages (inpainting), and a share gets a random ho
 gated exactly as at inference, so the decoder learns to blend gated areas.
 
 Loss: L1 + ``edge_weight`` * L1 of Sobel gradients + ``freq_weight`` * L1 of log FFT magnitudes
-(both reward sharp screentone dots). Only the adapters learn; the base VAE is frozen.
+(both reward sharp screentone dots); gradients clipped to norm 1. Only the adapters learn; the
+base VAE is frozen.
 Resumable: a checkpoint (adapters, Adam state, step) is written every ``save_every`` steps as
 safetensors next to the output; rerunning the same command continues from it.
 """
@@ -72,13 +73,19 @@ class TrainConfig:
 class CropSampler:
     """Random (aged input, prepared target, hole mask) crops from clean pages.
 
-    ``pages``: clean pages, float32 ``[H, W]`` grayscale in 0..1 (0 = ink). Deterministic: a
-    batch depends only on the generator passed in.
+    ``pages``: clean pages, float32 ``[H, W]`` grayscale in 0..1 (0 = ink). ``aged``: optional
+    pre-aged versions of every page (a list of RGB ``[H, W, 3]`` arrays per page): aged inputs are
+    then crops of one of them at the same place (page-scale effects such as vignetting look as on
+    a whole page); without it every crop is aged on its own. Deterministic: a batch depends only
+    on the generator passed in.
     """
 
-    def __init__(self, pages: list[np.ndarray], cfg: TrainConfig):
+    def __init__(self, pages: list[np.ndarray], cfg: TrainConfig, aged: list[list[np.ndarray]] | None = None):
         if not pages:
             raise ValueError("pages: no training pages")
+        if aged is not None and (len(aged) != len(pages) or any(not a for a in aged)):
+            raise ValueError("aged: expected a non-empty list of aged versions for every page")
+        self.aged = None if aged is None else [list(versions) for versions in aged]  # never edit the caller's
         c = cfg.crop
         self.cfg = cfg
         self.clean, self.target = [], []
@@ -89,13 +96,16 @@ class CropSampler:
             if ph or pw:  # small pages: pad with paper white
                 g = np.pad(g, ((0, ph), (0, pw)), constant_values=1.0)
                 t = np.pad(t, ((0, ph), (0, pw)), constant_values=1.0)
+                if self.aged is not None:
+                    k = len(self.clean)
+                    self.aged[k] = [np.pad(a, ((0, ph), (0, pw), (0, 0)), mode="edge") for a in self.aged[k]]
             self.clean.append(g)
             self.target.append(t)
 
     def sample(self, rng: np.random.Generator, n: int):
         c, cfg = self.cfg.crop, self.cfg
-        inp = np.empty((n, c, c, 3), np.float32)
-        tgt = np.empty((n, c, c), np.float32)
+        inp = np.zeros((n, c, c, 3), np.float32)
+        tgt = np.zeros((n, c, c), np.float32)
         hole = np.zeros((n, c, c), np.float32)
         for i in range(n):
             k = int(rng.integers(len(self.clean)))
@@ -107,7 +117,11 @@ class CropSampler:
                 inp[i] = crop[..., None]
                 tgt[i] = crop
             else:
-                inp[i] = age_page(crop, seed=int(rng.integers(2**31)), dpi=cfg.dpi)
+                if self.aged is not None:
+                    versions = self.aged[k]
+                    inp[i] = versions[int(rng.integers(len(versions)))][y : y + c, x : x + c]
+                else:
+                    inp[i] = age_page(crop, seed=int(rng.integers(2**31)), dpi=cfg.dpi)
                 tgt[i] = t[y : y + c, x : x + c]
             if rng.uniform() < cfg.mask_fraction:
                 hh, ww = (int(v) for v in rng.integers(c // 8, c // 2, size=2))
@@ -225,6 +239,7 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool = True,
     extra_meta: dict | None = None,
+    aged: list[list[np.ndarray]] | None = None,
 ) -> dict:
     """Train the adapters of ``sym`` on ``pages``; writes the adapter file ``out``. Returns a summary."""
     from tqdm import tqdm
@@ -243,7 +258,7 @@ def train(
     if ckpt.is_file():
         start = load_checkpoint(ckpt, sym, opt)
         log.info("[MDIM] resuming from %s at step %d", ckpt.name, start)
-    sampler = CropSampler(pages, cfg)
+    sampler = CropSampler(pages, cfg, aged)
     losses: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="symvae", unit="step")
@@ -252,6 +267,7 @@ def train(
         loss, parts = train_step(sym, sampler.sample(rng, cfg.batch), cfg, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(sym.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", l1=f"{parts['l1']:.4f}")
