@@ -352,8 +352,8 @@ class _Runner:
         """
         host, cfg = self.host, self.config
         h, w = image.shape[1:3]
-        img_p = geometry.pad_image(image, host.latent_scale, cfg.pad_mode)
-        mask_p = geometry.pad_mask(mask, host.latent_scale)
+        img_p = geometry.pad_image(image, host.latent_scale, cfg.pad_mode).contiguous()
+        mask_p = geometry.pad_mask(mask, host.latent_scale).contiguous()
         steps = cfg.steps if name == "sgi" else cfg.fri_steps
         strength = 1.0 if name == "sgi" else float(cfg.fri_strength)
         info = PassInfo(

@@ -35,8 +35,8 @@ def test_defaults_follow_the_thesis():
     assert (cfg.grow_mask, cfg.feather) == (0, 0)  # nothing outside the user's mask changes by default
 
 
-@pytest.mark.parametrize("max_side", [256, 1024])
-def test_oracle_exact_at_odd_size_multi_region_batch(max_side):
+@pytest.mark.parametrize("max_side, pad_mode", [(256, "replicate"), (1024, "replicate"), (256, "reflect")])
+def test_oracle_exact_at_odd_size_multi_region_batch(max_side, pad_mode):
     h, w = 1419, 1001
     truth = _page(2, h, w)
     mask = torch.zeros(h, w)
@@ -45,7 +45,7 @@ def test_oracle_exact_at_odd_size_multi_region_batch(max_side):
     mask[650:660, 100:105] = 1  # a speck
     image = _damage(truth, mask)
     host = OracleHost(truth)
-    cfg = sgim.SGIMConfig(sgi_max_side=max_side, context_margin=64, min_crop_side=256, **SMALL)
+    cfg = sgim.SGIMConfig(sgi_max_side=max_side, context_margin=64, min_crop_side=256, pad_mode=pad_mode, **SMALL)
     res = sgim.inpaint(host, image, mask, seed=7, config=cfg)
     assert torch.equal(res.image, truth)  # ground truth inside, input outside (input == truth there)
     assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
@@ -56,6 +56,11 @@ def test_oracle_exact_at_odd_size_multi_region_batch(max_side):
         assert job.shrunk == (max(ch, cw) > max_side) and job.run_fri == job.shrunk
     assert any(j.shrunk for j in res.jobs) == (max_side == 256)
     assert [c.seed for c in host.passes("sgi")] == [7, 8, 9]
+    # the host only ever sees crop-sized images (padded to /8), never the page
+    crops = {(-(-j.crop_size[0] // 8) * 8, -(-j.crop_size[1] // 8) * 8) for j in res.jobs}
+    smalls = {(-(-j.sgi_size[0] // 8) * 8, -(-j.sgi_size[1] // 8) * 8) for j in res.jobs}
+    assert {c.shape[1:3] for c in host.calls if c.kind == "encode"} <= crops | smalls
+    assert all(c.shape[0] == 2 for c in host.calls)  # the shared mask keeps the batch together
     assert res.sgi_preview.shape == truth.shape
     assert torch.equal(res.sgi_preview[:, mask == 0], image[:, mask == 0])
 
