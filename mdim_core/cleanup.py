@@ -121,8 +121,8 @@ class CleanupSettings:
 # input checks
 
 
-def _as_page(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Validate a page and return float32 ``[H, W, C]`` (a view when possible; never written to)."""
+def _check_page(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate a page and return it as ``[H, W, C]`` in its own dtype (float or uint8; a view)."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name} must be a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
     if image.ndim == 2:
@@ -131,11 +131,21 @@ def _as_page(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must have shape [H, W] or [H, W, C] with C in 1, 3, 4; got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"{name} must not be empty (zero-size image); got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) * np.float32(1 / 255)
-    if image.dtype.kind != "f":
+    if image.dtype != np.uint8 and image.dtype.kind != "f":
         raise ValueError(f"{name} must be float (0..1) or uint8 (0..255); got dtype {image.dtype}")
-    return image.astype(np.float32, copy=False)
+    return image
+
+
+def _float(arr: np.ndarray) -> np.ndarray:
+    """float32 in 0..1 from float or uint8 (a view when already float32)."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) * np.float32(1 / 255)
+    return arr.astype(np.float32, copy=False)
+
+
+def _as_page(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate a page and return float32 ``[H, W, C]`` (a view when possible; never written to)."""
+    return _float(_check_page(image, name))
 
 
 def _gray2d(gray: np.ndarray, name: str = "gray") -> np.ndarray:
@@ -162,10 +172,10 @@ def channel_weights(image: np.ndarray) -> np.ndarray:
     pixels in the brightest half). Weight ~ contrast / noise^2, the matched filter for independent
     noise. Yellowed paper has little contrast and more stain texture in blue, so blue gets the least.
     """
-    page = _as_page(image)
+    page = _check_page(image)
     if page.shape[2] == 1:
         return np.ones(1, np.float32)
-    sample = _subsample(page[:, :, :3]).astype(np.float32)
+    sample = _float(np.ascontiguousarray(_subsample(page[:, :, :3])))
     flat = sample.reshape(-1, 3)
     lo = np.percentile(flat, 0.5, axis=0)
     hi = np.percentile(flat, 99.5, axis=0)
@@ -189,14 +199,14 @@ def to_gray(image: np.ndarray, method: str = "auto") -> np.ndarray:
     """
     if method not in GRAY_METHODS:
         raise ValueError(f"method must be one of {GRAY_METHODS}, got {method!r}")
-    page = _as_page(image)
+    page = _check_page(image)
     if page.shape[2] == 1:
-        return np.array(page[:, :, 0], dtype=np.float32, copy=True)
-    rgb = page[:, :, :3]
+        return np.array(_float(page[:, :, 0]), dtype=np.float32, copy=True)
+    rgb = page[:, :, :3]  # uint8 pages are converted row chunk by row chunk, never whole
     out = np.empty(rgb.shape[:2], np.float32)
     if method == "max":
         for y0 in range(0, rgb.shape[0], _ROWS):
-            np.max(rgb[y0 : y0 + _ROWS], axis=2, out=out[y0 : y0 + _ROWS])
+            out[y0 : y0 + _ROWS] = _float(np.max(rgb[y0 : y0 + _ROWS], axis=2))
         return out
     if method == "auto":
         w = channel_weights(rgb)
@@ -209,7 +219,7 @@ def to_gray(image: np.ndarray, method: str = "auto") -> np.ndarray:
         }[method]
     w = np.asarray(w, np.float32)
     for y0 in range(0, rgb.shape[0], _ROWS):
-        np.matmul(rgb[y0 : y0 + _ROWS], w, out=out[y0 : y0 + _ROWS])
+        np.matmul(_float(rgb[y0 : y0 + _ROWS]), w, out=out[y0 : y0 + _ROWS])
     return out
 
 

@@ -102,8 +102,9 @@ def _cmyk_to_rgb(im: Image.Image, name: str) -> Image.Image:
     return im.convert("RGB")
 
 
-def _to_array(im: Image.Image, name: str) -> tuple[np.ndarray, int]:
-    """A decoded Pillow image -> (float32 [H, W, C] in 0..1, bit depth)."""
+def _to_array(im: Image.Image, name: str, keep_uint8: bool = False) -> tuple[np.ndarray, int]:
+    """A decoded Pillow image -> (float32 [H, W, C] in 0..1, bit depth); 8-bit data stays uint8
+    (0..255) with ``keep_uint8``."""
     mode = im.mode
     if mode in ("LA", "RGBA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
         log.info("[MDIM] %s: alpha channel dropped", name)
@@ -131,16 +132,21 @@ def _to_array(im: Image.Image, name: str) -> tuple[np.ndarray, int]:
         arr = np.clip(np.nan_to_num(raw / np.float32(scale)), 0.0, 1.0)
         return arr[..., None], 16
     if mode in ("1", "L", "LA", "La"):
-        arr = np.asarray(im.convert("L") if mode != "L" else im)
-        return arr.astype(np.float32)[..., None] * np.float32(1.0 / 255.0), 8
-    if mode != "RGB":  # RGBA, RGBa, YCbCr, LAB, HSV, ...
-        im = im.convert("RGB")
-    arr = np.asarray(im).astype(np.float32) * np.float32(1.0 / 255.0)
-    return arr, 8
+        arr = np.asarray(im.convert("L") if mode != "L" else im)[..., None]
+    else:
+        if mode != "RGB":  # RGBA, RGBa, YCbCr, LAB, HSV, ...
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    if keep_uint8:
+        return np.array(arr, dtype=np.uint8), 8
+    return arr.astype(np.float32) * np.float32(1.0 / 255.0), 8
 
 
-def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Page:
+def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, keep_uint8: bool = False) -> Page:
     """Read one page file. See the module docstring for what is accepted.
+
+    ``keep_uint8``: 8-bit files give ``uint8`` pixels (0..255) instead of float32, a quarter of the
+    memory for large pages (16-bit and float files are float32 either way).
 
     Raises ``ValueError`` naming ``path`` when it is missing, empty, not an image, truncated,
     has a zero width or height, or has more than ``max_pixels`` pixels.
@@ -181,7 +187,7 @@ def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Page:
                 upright = ImageOps.exif_transpose(im)
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise ValueError(f"page file {name!r} is truncated or corrupt: {exc}") from None
-        pixels, bit_depth = _to_array(upright, name)
+        pixels, bit_depth = _to_array(upright, name, keep_uint8)
     return Page(pixels=np.ascontiguousarray(pixels), dpi=dpi, bit_depth=bit_depth, format=fmt)
 
 

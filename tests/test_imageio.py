@@ -193,3 +193,17 @@ def test_write_is_atomic_on_full_disk(tmp_path, monkeypatch):
 def test_written_file_has_normal_permissions(tmp_path):
     target = imageio.write_image(tmp_path / "p.png", np.zeros((4, 4), np.float32))
     assert target.stat().st_mode & 0o044  # readable by others (not mkstemp's 0600)
+
+
+def test_keep_uint8_gives_the_same_page_in_a_quarter_of_the_memory(tmp_path):
+    rgb = np.stack([_ramp(), _ramp()[::-1], np.full((24, 32), 7, np.uint8)], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(_ramp()).save(tmp_path / "g.png")
+    for name in ("a.png", "g.png"):
+        f = imageio.read_page(tmp_path / name)
+        u = imageio.read_page(tmp_path / name, keep_uint8=True)
+        assert u.pixels.dtype == np.uint8 and u.pixels.shape == f.pixels.shape
+        np.testing.assert_allclose(u.pixels / np.float32(255), f.pixels, atol=1e-7)
+    g16 = np.full((4, 4), 1000, np.uint16)
+    Image.fromarray(g16).save(tmp_path / "h.png")
+    assert imageio.read_page(tmp_path / "h.png", keep_uint8=True).pixels.dtype == np.float32
