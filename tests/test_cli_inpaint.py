@@ -84,3 +84,25 @@ def test_python_dash_m_runs(model_dir, page_and_mask, tmp_path):
     found = re.search(r"(\d+) region\(s\), (\d+) pass\(es\)", proc.stdout)
     assert found and found.group(1) == found.group(2)  # --run-fri never: one pass per region
     assert np.array_equal(np.array(Image.open(out))[~hole], page[~hole])
+
+
+@pytest.mark.parametrize("kind", ["gray16", "rgb8"])
+def test_cli_keeps_bit_depth_and_colour_outside_the_mask(kind, model_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    if kind == "gray16":
+        page = (rng.random((72, 64)) * 65535).astype(np.uint16)
+        Image.fromarray(page).save(tmp_path / "page.png")
+    else:
+        page = (rng.random((72, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(page).save(tmp_path / "page.png")
+    mask = np.zeros((72, 64), np.uint8)
+    mask[20:40, 16:40] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    args = ["inpaint", str(tmp_path / "page.png"), str(tmp_path / "mask.png"), "-o", str(out), "--model", str(model_dir)]
+    assert main([*args, *FAST, "-q"]) == 0
+    result = np.array(Image.open(out))
+    assert result.dtype == page.dtype and result.shape == page.shape
+    hole = mask > 0
+    assert np.array_equal(result[~hole], page[~hole])
+    assert not np.array_equal(result[hole], page[hole])
