@@ -19,6 +19,7 @@ from workflow_validation import (
     declared_node_ids,
     input_specs,
     load_schema,
+    shipped_workflows,
     spec_options,
     substitute_inputs,
     types_compatible,
@@ -27,7 +28,7 @@ from workflow_validation import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = shipped_workflows()
 
 
 @pytest.fixture(scope="module")

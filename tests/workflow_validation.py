@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CORE_SCHEMA_PATH = DATA_DIR / "comfyui_object_info.json"
 MDIM_SCHEMA_PATH = DATA_DIR / "mdim_object_info.json"
+# Folders ComfyUI 0.8.0 offers as a pack's workflow templates, in its order of preference.
+TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -48,6 +50,18 @@ FILE_INPUT_NAMES = re.compile(
     r"(ckpt|vae|lora|model|adapter|control_net|unet|clip\d?|clip_vision|upscale_model|style_model|gligen|"
     r"hypernetwork|embedding|audio_encoder|photomaker_model)_name\d*"
 )
+
+
+def shipped_workflows_dir(repo: Path = REPO_ROOT) -> Path:
+    """The folder holding the pack's UI-format workflows (``example_workflows/`` or ``workflows/``)."""
+    for name in ("example_workflows", "workflows"):
+        if (repo / name).is_dir() and any((repo / name).glob("*.json")):
+            return repo / name
+    return repo / "workflows"
+
+
+def shipped_workflows(repo: Path = REPO_ROOT) -> list[Path]:
+    return sorted(shipped_workflows_dir(repo).glob("*.json"))
 
 
 class WorkflowError(ValueError):

@@ -52,7 +52,7 @@ from comfy_harness import (  # noqa: E402
     stop_server,
 )
 from tiny_checkpoint import BUILDER_VERSION  # noqa: E402
-from workflow_validation import substitute_inputs, ui_to_api  # noqa: E402
+from workflow_validation import shipped_workflows, shipped_workflows_dir, substitute_inputs, ui_to_api  # noqa: E402
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 FIRST_PORT = int(os.environ.get("MDIM_TEST_PORT", "18181"))
@@ -190,7 +190,7 @@ def workflow_file_names() -> dict[str, set[str]]:
     """Model file names the shipped workflows ask for: ``{"checkpoints": {...}, "controlnet": {...}}``."""
     wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set()}
     loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet"}
-    for path in sorted((REPO_ROOT / "workflows").glob("*.json")):
+    for path in shipped_workflows():
         try:
             workflow = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -309,7 +309,7 @@ def comfy_images(comfy_server):
 
 
 def load_workflow(name: str) -> dict:
-    path = REPO_ROOT / "workflows" / name
+    path = shipped_workflows_dir() / name
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from record_schema import REGENERATE_COMMAND, normalize_schema
-from workflow_validation import MDIM_SCHEMA_PATH
+from workflow_validation import MDIM_SCHEMA_PATH, shipped_workflows
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = shipped_workflows()
 MAX_STEPS = 2
 
 
