@@ -264,3 +264,11 @@ def test_bad_input(vae):
         sym.decode(z, source=img, tile=12)
     with pytest.raises(TypeError, match="vae"):
         SymmetricVAE(torch.nn.Conv2d(3, 3, 1))
+
+
+def test_large_pages_are_tiled_by_default(vae):
+    sym = SymmetricVAE(vae)
+    assert sym._tile_size(1024, 1024, None) is None  # up to 1024x1024 px in one piece
+    assert sym._tile_size(1032, 1024, None) == 1024  # larger pages: 1024 px tiles
+    assert sym._tile_size(4000, 4000, 0) is None  # 0 = never tile
+    assert sym._tile_size(4000, 4000, 512) == 512

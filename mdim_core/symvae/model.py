@@ -197,9 +197,13 @@ class SymmetricVAE(torch.nn.Module):
                     f"are {tuple(h.shape[-2:])}; the source must be exactly {self.downscale}x the latent size"
                 )
             a = self.adapters[level](tap)
+            del tap
+            if torch.is_grad_enabled():
+                return h + (a * gates[level] if gates is not None else a)
+            # inference: h is the decoder's own fresh intermediate; add in place to save memory
             if gates is not None:
-                a = a * gates[level]
-            return h + a
+                a.mul_(gates[level])
+            return h.add_(a)
 
         return self._layout.decode(z, inject)
 
