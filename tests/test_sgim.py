@@ -381,3 +381,14 @@ def test_tiles_without_mask_are_skipped():
     (job,) = res.jobs
     assert job.box == (0, 0, 200, 200)
     assert len(job.fri_tiles) == 5 and len(host.passes("fri")) == 5  # 3x3 tiles, 4 without mask
+
+
+def test_images_with_an_empty_mask_in_a_batch_are_left_alone():
+    truth = _page(2, 48, 48)
+    masks_ = torch.zeros(2, 48, 48)
+    masks_[0, 10:20, 10:20] = 1
+    image = _damage(truth, masks_)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, image, masks_, config=sgim.SGIMConfig(**SMALL))
+    assert torch.equal(res.image, truth) and torch.equal(res.image[1], image[1])
+    assert [j.rows for j in res.jobs] == [(0,)] and all(c.shape[0] == 1 for c in host.calls)
