@@ -267,3 +267,39 @@ def test_symmetric_vae_decodes_with_unscaled_latents(model_dirs):
         host.symvae.adapters[0].conv_out.weight.fill_(0.05)
     skipped = host.decode(latent, source=image, mask=mask)
     assert skipped.shape == plain.shape and (skipped - plain).abs().max() > 1e-3  # the skips are used
+
+
+@pytest.mark.parametrize("key,strength,steps,partial", [("v4", 1.0, 4, True), ("v4", 0.5, 3, True), ("v9", 1.0, 4, False)])
+def test_parity_with_the_diffusers_inpaint_pipeline(model_dirs, monkeypatch, key, strength, steps, partial):
+    """Same latents as StableDiffusionInpaintPipeline (which has no CFG rescale, and replaces the known
+    region only for 4-channel UNets: the 9-channel case uses a full mask, where both agree)."""
+    import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as inpaint_module
+    from diffusers import StableDiffusionInpaintPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    # The pipeline samples the VAE posterior; the host takes its mode. Make the pipeline take the mode too.
+    monkeypatch.setattr(inpaint_module, "retrieve_latents", lambda enc, generator=None, sample_mode="sample": enc.latent_dist.mode())
+    root = model_dirs[key]
+    host = diffusers_host.load_host(root, prompt="manga", negative="color", cfg=3.0, cfg_rescale=0.0)
+    pipe = StableDiffusionInpaintPipeline(
+        vae=host.vae, text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"), unet=host.unet,
+        scheduler=host.scheduler.__class__.from_config(host.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(1, 64, 64)
+    if partial:  # on whole 8-px cells, where the pipeline's nearest downsampling equals the host's cell mask
+        mask = torch.zeros(1, 64, 64)
+        mask[:, 16:40, 8:48] = 1.0
+    ours = host.denoise(host.encode(image), image=image, mask=mask, strength=strength, steps=steps, seed=7)
+    ref = pipe(
+        prompt_embeds=host.prompt_embeds, negative_prompt_embeds=host.negative_embeds,
+        image=image.permute(0, 3, 1, 2), mask_image=mask[:, None], height=64, width=64, strength=strength,
+        num_inference_steps=round(steps / strength), guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(7), output_type="latent",
+    ).images  # fmt: skip
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max() < 1e-5
+    assert ours.abs().mean() > 0.05
