@@ -136,6 +136,38 @@ def test_nine_channel_conds_are_built_per_pass(sgim_node, inprocess_inpaint_chec
     assert seen[0][0][2:] != seen[1][0][2:]  # the two passes run at different sizes
 
 
+@pytest.mark.parametrize("strength,steps", [(1.0, 3), (0.5, 2)])
+def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpoint, strength, steps):
+    """One host pass is bit-identical to core SetLatentNoiseMask/InpaintModelConditioning + KSampler
+    (mask on whole 8-px cells, where the host's cell mask and core's resized mask agree)."""
+    import importlib
+    from pathlib import Path
+
+    import torch
+
+    comfy_nodes = importlib.import_module("nodes")
+    assert Path(comfy_nodes.__file__).resolve().parent == Path(inprocess_comfy.comfy_dir).resolve()
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    PassInfo = __import__("mdim_pack_under_test.mdim_core.host", fromlist=["x"]).PassInfo
+    model, clip, vae = checkpoint
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize("color"))
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:40, 8:48] = 1.0
+    info = PassInfo("sgi", 0, 1, 0, steps, 0, 1, (0,), (0, 0, 64, 64), (64, 64), (64, 64))
+    host = sgim_nodes.ComfyHost(model, vae, pos, neg, cfg=7.0, sampler_name="euler", scheduler="simple")
+    with torch.inference_mode():
+        latent = vae.encode(image)
+        ours = host.denoise(latent, image=image, mask=mask, strength=strength, steps=steps, seed=3, info=info)
+        if sgim_nodes.is_inpaint_model(model):
+            pos, neg, start = comfy_nodes.InpaintModelConditioning().encode(pos, neg, image, vae, mask, True)
+        else:
+            start = comfy_nodes.SetLatentNoiseMask().set_mask({"samples": latent}, mask)[0]
+        ref = comfy_nodes.common_ksampler(model, 3, steps, 7.0, "euler", "simple", pos, neg, start, denoise=strength)
+    assert torch.equal(ours, ref[0]["samples"])
+
+
 def test_input_model_gives_identical_ksampler_results_before_and_after(sgim_node, inprocess_checkpoint, page):
     import comfy.sample
     import torch
