@@ -166,6 +166,8 @@ class ComfyHost:
         # The schedule of round(steps / strength) steps, of which the last `steps` run.
         full = max(steps, round(steps / strength)) if strength < 1.0 else steps
         start = full - steps if full > steps else None
+        # latent_preview.prepare_callback would open a progress bar per pass; this uses its previewer
+        # with the run's single bar, whose position counts the steps of every pass before this one.
         previewer = self._get_previewer()
 
         def callback(step, x0, x, total_steps):
