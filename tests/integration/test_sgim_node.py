@@ -187,6 +187,41 @@ def test_input_model_gives_identical_ksampler_results_before_and_after(sgim_node
     assert model.model_options.keys() == options_before.keys()
 
 
+def test_lora_reaches_both_passes(sgim_node, inprocess_checkpoint, page):
+    """A LoRA loaded on the MODEL changes both the structure pass and the refinement pass."""
+    import comfy.lora
+    import comfy.sample
+    import comfy.sd
+    import torch
+
+    model, clip, vae = inprocess_checkpoint
+    keys = comfy.lora.model_lora_keys_unet(model.model, {})
+    lora_key, weight_key = next((k, v) for k, v in keys.items() if k.startswith("lora_unet_") and v.endswith("attn2.to_k.weight"))
+    out_f, in_f = model.model.state_dict()[weight_key].shape
+    g = torch.Generator().manual_seed(0)
+    lora = {f"{lora_key}.lora_up.weight": torch.randn(out_f, 4, generator=g),
+            f"{lora_key}.lora_down.weight": torch.randn(4, in_f, generator=g)}  # fmt: skip
+    lora_model, _ = comfy.sd.load_lora_for_models(model, clip, lora, 1.0, 0.0)
+    image, mask = page
+    seen = []
+    real = comfy.sample.sample
+
+    def spy(model_, *args, **kw):
+        seen.append(model_)
+        return real(model_, *args, **kw)
+
+    comfy.sample.sample = spy
+    try:
+        plain, plain_sgi = run(sgim_node, _inputs(model, clip, vae, image, mask))
+        with_lora, lora_sgi = run(sgim_node, _inputs(lora_model, clip, vae, image, mask))
+    finally:
+        comfy.sample.sample = real
+    assert seen == [model, model, lora_model, lora_model]  # SGI and FRI of each run
+    hole = mask.bool()[..., None].expand_as(image)
+    assert not torch.equal(lora_sgi[hole], plain_sgi[hole]) and not torch.equal(with_lora[hole], plain[hole])
+    assert torch.equal(with_lora[~hole], image[~hole])
+
+
 def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page):
     import comfy.utils
     import latent_preview
