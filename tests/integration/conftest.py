@@ -346,13 +346,14 @@ def load_pack_in_process() -> types.ModuleType:
 
 
 @pytest.fixture(scope="session")
-def inprocess_comfy() -> types.SimpleNamespace:
+def inprocess_comfy(tmp_path_factory) -> types.SimpleNamespace:
     """ComfyUI imported in this process (CPU) and the pack loaded as a package.
 
     Returns a namespace with ``comfy_dir``, ``pack`` (the package module, named
     ``mdim_pack_under_test``: import submodules as ``mdim_pack_under_test.nodes.x``), ``nodes``
     (node id -> V3 node class, as the pack's extension lists them) and ``run(node_id, **inputs)``,
     which executes a node under ``torch.inference_mode()`` as the host does and returns its outputs.
+    ComfyUI's output, temp, input and user folders point into ``scratch`` (a temporary folder).
     (Host code such as ``VAE.encode_tiled`` fails outside inference mode.)
     """
     comfyui_dir = _require_comfyui()
@@ -361,6 +362,18 @@ def inprocess_comfy() -> types.SimpleNamespace:
 
     torch.set_num_threads(1)
     import comfy.model_management  # noqa: F401 - device selection happens here, on CPU
+    import folder_paths
+
+    # Files a node writes in-process go to a temporary folder, never into the user's ComfyUI.
+    scratch = tmp_path_factory.mktemp("inprocess_comfy")
+    for name, setter in (
+        ("output", folder_paths.set_output_directory),
+        ("temp", folder_paths.set_temp_directory),
+        ("input", folder_paths.set_input_directory),
+        ("user", folder_paths.set_user_directory),
+    ):
+        (scratch / name).mkdir()
+        setter(str(scratch / name))
 
     pack = load_pack_in_process()
     extension = asyncio.run(pack.comfy_entrypoint())
@@ -373,7 +386,7 @@ def inprocess_comfy() -> types.SimpleNamespace:
         with torch.inference_mode():
             return tuple(cls.execute(**inputs).args)
 
-    return types.SimpleNamespace(comfy_dir=comfyui_dir, pack=pack, nodes=nodes, run=run)
+    return types.SimpleNamespace(comfy_dir=comfyui_dir, pack=pack, nodes=nodes, run=run, scratch=scratch)
 
 
 def _load_checkpoint(path: Path):

@@ -6,6 +6,8 @@ are detected as SD1.5 (standard and inpainting), and core graphs run through /pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from comfy_harness import PACK_DIR_NAME, PromptError, import_failures
@@ -34,6 +36,10 @@ def test_inprocess_comfy_runs_on_cpu_without_reading_pytests_argv(inprocess_comf
         assert getattr(args, name) == getattr(defaults, name), name
     assert comfy.model_management.get_torch_device().type == "cpu"
     assert set(inprocess_comfy.nodes) == set(declared_node_ids())
+    import folder_paths
+
+    assert Path(folder_paths.get_output_directory()).is_relative_to(inprocess_comfy.scratch)
+    assert Path(folder_paths.get_temp_directory()).is_relative_to(inprocess_comfy.scratch)
 
 
 def test_inprocess_run_executes_like_the_host(inprocess_comfy):
