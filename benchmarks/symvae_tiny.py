@@ -44,6 +44,7 @@ from mdim_core.symvae.train import TrainConfig, train  # noqa: E402
 from mdim_core.synth import generate_page  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "symvae_tiny"
+FIGURE = ROOT / "docs" / "images" / "symvae_tiny_comparison.png"
 RESULTS = ROOT / "benchmarks" / "results" / "symvae_tiny.md"
 WIDTHS = (16, 32, 64, 64)
 TRAIN_SIZE = (384, 288)
@@ -159,6 +160,42 @@ def table(title, rows):
     return "\n".join(lines)
 
 
+@torch.no_grad()
+def draw_figure(path: Path = FIGURE) -> Path:
+    """Held-out page crop: clean / base VAE / Symmetric VAE, then aged / base VAE / Symmetric VAE restore."""
+    from diffusers import AutoencoderKL
+    from PIL import Image, ImageDraw
+
+    from mdim_core.symvae import load_adapters
+
+    vae = AutoencoderKL.from_pretrained(str(FIXTURES / "base_vae"), torch_dtype=torch.float32).eval()
+    sym = SymmetricVAE(vae)
+    load_adapters(sym, FIXTURES / "adapters.safetensors")
+    page = generate_page(10_001, size=TEST_SIZE, dpi=300.0, masks=False)
+    clean = page.clean[96:352, 96:352]
+    aged = age_page(page.clean, seed=5, dpi=300.0)[96:352, 96:352]
+    x, xa = to_tensor(clean), to_tensor(aged)
+    tiles = [
+        ("clean page", clean),
+        ("base VAE", gray(sym.decode(sym.encode(x)))),
+        ("Symmetric VAE", gray(sym.decode(sym.encode(x), source=x))),
+        ("old scan", to_grayscale(aged)),
+        ("base VAE", gray(sym.decode(sym.encode(xa)))),
+        ("Symmetric VAE restore", gray(sym.restore(xa))),
+    ]
+    side, label = 256, 18
+    canvas = Image.new("L", (3 * side, 2 * (side + label)), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, img) in enumerate(tiles):
+        col, row = i % 3, i // 3
+        canvas.paste(Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)),
+                     (col * side, row * (side + label) + label))
+        draw.text((col * side + 4, row * (side + label) + 3), name, fill=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, optimize=True)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few steps only (checks the script runs)")
@@ -167,7 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument("--train-pages", type=int, default=12)
     ap.add_argument("--test-pages", type=int, default=4)
     ap.add_argument("--no-fixtures", action="store_true", help="do not overwrite tests/fixtures/symvae_tiny")
+    ap.add_argument("--figure-only", action="store_true", help="only redraw the README picture from the fixtures")
     args = ap.parse_args(argv)
+    if args.figure_only:
+        print(f"wrote {draw_figure().relative_to(ROOT)}")
+        return 0
     torch.set_num_threads(1)  # small models: one thread is fastest and keeps runs reproducible
     if args.quick:
         args.base_steps, args.adapter_steps, args.train_pages, args.test_pages = 4, 4, 2, 1
@@ -230,6 +271,7 @@ def main(argv=None) -> int:
         vae.float()
         save_adapters(sym, FIXTURES / "adapters.safetensors", train=summary)
         print(f"fixtures written to {FIXTURES.relative_to(ROOT)}")
+        print(f"wrote {draw_figure().relative_to(ROOT)}")
     sym_clean = rc["Symmetric VAE round trip"]
     base_clean = rc["base VAE round trip"]
     sym_old = ro["Symmetric VAE restore"]
