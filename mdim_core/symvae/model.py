@@ -16,7 +16,7 @@ Python API (this is what the ComfyUI nodes and the SGIM engine call)::
     ``samples``; in diffusers *before* multiplying by ``scaling_factor``). ``source`` is
     the image the skip features come from, exactly 8x the latent's size (for inpainting: the
     original page; for a plain round trip: the encoded image). ``mask`` ([B,H,W] or [H,W],
-    1 = repaint) marks the hole whose content must not come back: the hole is filled before
+    1 = repaint; values >= 0.5 count as hole) marks the hole whose content must not come back: the hole is filled before
     the encoder taps are computed (``fill="base"``: with the base VAE's decode of
     ``latent``, i.e. the current inpainting result; ``"white"``: with paper white), and the
     skip features are switched off inside the hole, dilated by ``gate_dilation`` pixels and
