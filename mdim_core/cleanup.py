@@ -175,7 +175,7 @@ def channel_weights(image: np.ndarray) -> np.ndarray:
     page = _check_page(image)
     if page.shape[2] == 1:
         return np.ones(1, np.float32)
-    sample = _float(np.ascontiguousarray(_subsample(page[:, :, :3])))
+    sample = _float(np.ascontiguousarray(_subsample(page[:, :, :3], 250_000)))
     flat = sample.reshape(-1, 3)
     lo = np.percentile(flat, 0.5, axis=0)
     hi = np.percentile(flat, 99.5, axis=0)

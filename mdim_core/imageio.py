@@ -138,7 +138,7 @@ def _to_array(im: Image.Image, name: str, keep_uint8: bool = False) -> tuple[np.
             im = im.convert("RGB")
         arr = np.asarray(im)
     if keep_uint8:
-        return np.array(arr, dtype=np.uint8), 8
+        return arr, 8  # Pillow's buffer, read-only: pages are never written to
     return arr.astype(np.float32) * np.float32(1.0 / 255.0), 8
 
 
@@ -184,7 +184,8 @@ def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, keep_uint8:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
-                upright = ImageOps.exif_transpose(im)
+                turned = im.getexif().get(0x0112, 1) not in (0, 1)  # EXIF orientation
+                upright = ImageOps.exif_transpose(im) if turned else im
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise ValueError(f"page file {name!r} is truncated or corrupt: {exc}") from None
         pixels, bit_depth = _to_array(upright, name, keep_uint8)
