@@ -150,3 +150,27 @@ def test_crop_sampler_with_pre_aged_pages_crops_them_in_place():
     assert all(a is b for a, b in zip(aged[0], keep[0]))  # the caller's list is not edited
     with pytest.raises(ValueError, match="aged"):
         CropSampler(pages, cfg, [[]])
+
+
+@pytest.mark.slow
+def test_train_decoder_tunes_a_copy_and_leaves_the_base_alone(tmp_path):
+    vae = build_autoencoder_kl(seed=0)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    sym = SymmetricVAE(vae)
+    cfg = TrainConfig(steps=3, batch=1, crop=32, lr=1e-2, save_every=10, train_decoder=True)
+    train(sym, _pages(1), cfg, tmp_path / "d.safetensors", progress=False)
+    assert sym.tuned is not None
+    moved = [
+        float((t.detach() - o).abs().max())
+        for t, o in zip(sym.tuned["conv_out"].parameters(), vae.decoder.conv_out.parameters())
+    ]
+    assert max(moved) > 0  # the copy learned
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())  # the base did not
+    fresh = SymmetricVAE(vae)
+    load_adapters(fresh, tmp_path / "d.safetensors")
+    assert fresh.tuned is not None
+    # resuming with the same settings continues from the checkpoint
+    again = SymmetricVAE(vae)
+    s = train(again, _pages(1), TrainConfig(**{**cfg.__dict__, "steps": 4}), tmp_path / "d.safetensors",
+              progress=False)
+    assert s["resumed_at"] == 3

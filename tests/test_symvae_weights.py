@@ -128,3 +128,38 @@ def test_future_version_missing_tensor_and_nan(vae, tmp_path):
     with pytest.raises(ValueError):
         load_adapters(fresh, nan)
     assert all(a.conv_out.weight.abs().sum() == 0 for a in fresh.adapters)
+
+
+def test_tuned_decoder_part_starts_as_base_and_crosses_layouts(tmp_path):
+    from test_symvae import LDMView
+
+    vae = build_autoencoder_kl((16, 32, 64, 64), seed=0)  # level 0 narrows 32 -> 16: has a shortcut conv
+
+    img = _img()
+    sym = SymmetricVAE(vae)
+    sym.enable_decoder_tuning()
+    z = sym.encode(img)
+    base = SymmetricVAE(vae).decode(z, source=img)
+    assert (sym.decode(z, source=img) - base).abs().max().item() <= 1e-6  # an untouched copy decodes the same
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in sym.tuned.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    tuned = sym.decode(z, source=img)
+    assert (tuned - base).abs().max().item() > 1e-3
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())  # base VAE untouched
+    assert torch.equal(sym.decode(z), SymmetricVAE(vae).decode(z))  # plain decodes still use the base
+    path = save_adapters(sym, tmp_path / "tuned.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["mdim.decoder"] == "level0"
+        assert "decoder.level0.0.nin_shortcut.weight" in f.keys()  # neutral (LDM) names
+        assert "decoder.level0.0.conv1.weight" in f.keys() and "decoder.norm_out.weight" in f.keys()
+    ldm = SymmetricVAE(LDMView(vae))
+    load_adapters(ldm, path)
+    assert (ldm.decode(z, source=img) - tuned).abs().max().item() <= 1e-6
+    # a plain adapter file switches tuning off again
+    plain = save_adapters(SymmetricVAE(vae), tmp_path / "plain.safetensors")
+    load_adapters(ldm, plain)
+    assert ldm.tuned is None
+    assert (ldm.decode(z, source=img) - base).abs().max().item() <= 1e-6

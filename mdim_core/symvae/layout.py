@@ -102,9 +102,17 @@ class VAELayout:
         """Encoder features of every level for ``x`` ([B, 3, H, W] in -1..1), level 0 first."""
         raise NotImplementedError
 
-    def decode(self, z: torch.Tensor, inject: Inject = _no_inject) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, inject: Inject = _no_inject, tuned: dict | None = None) -> torch.Tensor:
         """Decode raw latents ``z`` to [B, 3, H, W] in about -1..1, calling ``inject(level, h)``
-        at the start of every decoder level and continuing with what it returns."""
+        at the start of every decoder level and continuing with what it returns.
+
+        ``tuned`` may replace the full-resolution part of the decoder: ``{"blocks": [...],
+        "norm_out": module, "conv_out": module}`` (fine-tuned copies, see :meth:`level0_modules`).
+        """
+        raise NotImplementedError
+
+    def level0_modules(self) -> dict:
+        """The decoder's full-resolution part: its level-0 residual blocks, output norm and conv."""
         raise NotImplementedError
 
     def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +157,13 @@ class DiffusersLayout(VAELayout):
                     h = down(h)
         return out
 
-    def decode(self, z: torch.Tensor, inject: Inject = _no_inject) -> torch.Tensor:
+    def level0_modules(self) -> dict:
+        block = self.decoder.up_blocks[-1]
+        if getattr(block, "attentions", None) is not None and len(block.attentions) > 0:
+            raise TypeError("vae: its full-resolution decoder level has attention; decoder tuning is not supported")
+        return {"blocks": list(block.resnets), "norm_out": self.decoder.conv_norm_out, "conv_out": self.decoder.conv_out}
+
+    def decode(self, z: torch.Tensor, inject: Inject = _no_inject, tuned: dict | None = None) -> torch.Tensor:
         vae, dec = self.vae, self.decoder
         if getattr(vae, "post_quant_conv", None) is not None:
             z = vae.post_quant_conv(z)
@@ -158,13 +172,17 @@ class DiffusersLayout(VAELayout):
         n = len(dec.up_blocks)
         for k, block in enumerate(dec.up_blocks):
             h = inject(n - 1 - k, h)
-            h = self._run_block(block, h)
+            if tuned is not None and k == n - 1:
+                for resnet in tuned["blocks"]:
+                    h = resnet(h, temb=None)
+            else:
+                h = self._run_block(block, h)
             if block.upsamplers is not None:
                 for up in block.upsamplers:
                     h = up(h)
-        h = dec.conv_norm_out(h)
+        h = (tuned or {}).get("norm_out", dec.conv_norm_out)(h)
         h = dec.conv_act(h)
-        return dec.conv_out(h)
+        return (tuned or {}).get("conv_out", dec.conv_out)(h)
 
     def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(x).latent_dist.mode()
@@ -204,7 +222,13 @@ class LDMLayout(VAELayout):
                 h = level.downsample(h)
         return out
 
-    def decode(self, z: torch.Tensor, inject: Inject = _no_inject) -> torch.Tensor:
+    def level0_modules(self) -> dict:
+        level = self.decoder.up[0]
+        if getattr(level, "attn", None) is not None and len(level.attn) > 0:
+            raise TypeError("vae: its full-resolution decoder level has attention; decoder tuning is not supported")
+        return {"blocks": list(level.block), "norm_out": self.decoder.norm_out, "conv_out": self.decoder.conv_out}
+
+    def decode(self, z: torch.Tensor, inject: Inject = _no_inject, tuned: dict | None = None) -> torch.Tensor:
         vae, dec = self.vae, self.decoder
         if getattr(vae, "post_quant_conv", None) is not None:
             z = vae.post_quant_conv(z)
@@ -214,12 +238,16 @@ class LDMLayout(VAELayout):
         h = dec.mid.block_2(h, None)
         for level in reversed(range(len(dec.up))):
             h = inject(level, h)
-            h = self._run_level(dec.up[level], h)
+            if tuned is not None and level == 0:
+                for block in tuned["blocks"]:
+                    h = block(h, None)
+            else:
+                h = self._run_level(dec.up[level], h)
             if level != 0:
                 h = dec.up[level].upsample(h)
-        h = dec.norm_out(h)
+        h = (tuned or {}).get("norm_out", dec.norm_out)(h)
         h = F.silu(h)
-        h = dec.conv_out(h)
+        h = (tuned or {}).get("conv_out", dec.conv_out)(h)
         if getattr(dec, "tanh_out", False):
             h = torch.tanh(h)
         return h

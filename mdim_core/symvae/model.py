@@ -32,6 +32,7 @@ The SGIM engine uses ``decode(latent, source=page_crop, mask=mask_crop)`` as its
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -127,7 +128,66 @@ class SymmetricVAE(torch.nn.Module):
         self.hidden = hidden
         g = torch.Generator().manual_seed(seed)
         self.adapters = torch.nn.ModuleList(Adapter(c, w, h, g) for c, w, h in zip(taps, widths, hidden))
-        self.decoder_override: dict[str, torch.Tensor] | None = None
+        self.tuned: torch.nn.ModuleDict | None = None
+
+    # --- optional fine-tuned copy of the decoder's full-resolution part ------------------------
+    def enable_decoder_tuning(self) -> torch.nn.ModuleDict:
+        """Give this Symmetric VAE its own copy of the decoder's full-resolution blocks, output norm
+        and output conv (trainable; the base VAE's modules stay untouched and shared).
+
+        Skip-connected decodes then use the copy; plain decodes still use the base VAE.
+        """
+        if self.tuned is None:
+            mods = self._layout.level0_modules()
+            tuned = torch.nn.ModuleDict(
+                {
+                    "blocks": torch.nn.ModuleList(copy.deepcopy(b) for b in mods["blocks"]),
+                    "norm_out": copy.deepcopy(mods["norm_out"]),
+                    "conv_out": copy.deepcopy(mods["conv_out"]),
+                }
+            )
+            p = self.adapters[0].conv_in.weight
+            self.tuned = tuned.to(device=p.device, dtype=p.dtype).requires_grad_(True)
+        return self.tuned
+
+    def _tuned(self) -> dict | None:
+        if self.tuned is None:
+            return None
+        return {"blocks": list(self.tuned["blocks"]), "norm_out": self.tuned["norm_out"], "conv_out": self.tuned["conv_out"]}
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """Adapter tensors, plus the tuned decoder part under layout-neutral (LDM) names."""
+        out = {k: v for k, v in self.state_dict().items() if k.startswith("adapters.")}
+        if self.tuned is not None:
+            for j, block in enumerate(self.tuned["blocks"]):
+                renames = _shortcut_renames(block)
+                for name, t in block.state_dict().items():
+                    head, _, rest = name.partition(".")
+                    out[f"decoder.level0.{j}.{renames.get(head, head)}.{rest}"] = t
+            for part in ("norm_out", "conv_out"):
+                for name, t in self.tuned[part].state_dict().items():
+                    out[f"decoder.{part}.{name}"] = t
+        return out
+
+    def import_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`export_state` wrote (enables decoder tuning when the tensors hold it)."""
+        if any(k.startswith("decoder.") for k in tensors):
+            self.enable_decoder_tuning()
+        else:
+            self.tuned = None  # adapters only: skip decodes use the base decoder again
+        local = {}
+        for k, t in tensors.items():
+            if k.startswith("decoder.level0."):
+                _, _, j, head, rest = k.split(".", 4)
+                blocks = self.tuned["blocks"]
+                back = {v: k2 for k2, v in _shortcut_renames(blocks[int(j)]).items()} if int(j) < len(blocks) else {}
+                local[f"tuned.blocks.{j}.{back.get(head, head)}.{rest}"] = t
+            elif k.startswith("decoder."):
+                local["tuned." + k[len("decoder.") :]] = t
+            else:
+                local[k] = t
+        p = self.adapters[0].conv_in.weight
+        self.load_state_dict({k: t.to(device=p.device, dtype=p.dtype) for k, t in local.items()})
 
     # --- description ------------------------------------------------------------------------
     @property
@@ -155,7 +215,7 @@ class SymmetricVAE(torch.nn.Module):
         device, dtype = self._layout.device, self._layout.dtype
         p = self.adapters[0].conv_in.weight
         if p.device != device or p.dtype != dtype:
-            self.adapters.to(device=device, dtype=dtype)
+            self.to(device=device, dtype=dtype)  # adapters (and a tuned decoder part) only
         return device, dtype
 
     # --- building blocks (tensors in model space: [B,3,H,W] in -1..1) ------------------------
@@ -205,7 +265,7 @@ class SymmetricVAE(torch.nn.Module):
                 a.mul_(gates[level])
             return h.add_(a)
 
-        return self._layout.decode(z, inject)
+        return self._layout.decode(z, inject, tuned=self._tuned())
 
     # --- public API (images [B,H,W,C] in 0..1) -----------------------------------------------
     @torch.no_grad()
@@ -351,6 +411,20 @@ class SymmetricVAE(torch.nn.Module):
                 out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
                 weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
         return out / weight
+
+
+def _shortcut_renames(block: torch.nn.Module) -> dict[str, str]:
+    """Attribute name of a residual block's shortcut conv -> its neutral (LDM) name.
+
+    LDM names a 1x1 shortcut ``nin_shortcut`` and a 3x3 one ``conv_shortcut``; diffusers calls
+    either ``conv_shortcut``. Files use the LDM names, so they load into both layouts.
+    """
+    for attr in ("nin_shortcut", "conv_shortcut"):
+        conv = getattr(block, attr, None)
+        if isinstance(conv, torch.nn.Module) and hasattr(conv, "kernel_size"):
+            k = conv.kernel_size[0] if isinstance(conv.kernel_size, tuple) else conv.kernel_size
+            return {attr: "nin_shortcut" if k == 1 else "conv_shortcut"}
+    return {}
 
 
 def _spans(n: int, size: int, overlap: int) -> list[tuple[int, int]]:

@@ -9,8 +9,9 @@ decoder stays faithful on clean pages (inpainting), and a share gets a random ho
 gated exactly as at inference, so the decoder learns to blend gated areas.
 
 Loss: L1 + ``edge_weight`` * L1 of Sobel gradients + ``freq_weight`` * L1 of log FFT magnitudes
-(both reward sharp screentone dots); gradients clipped to norm 1. Only the adapters learn; the
-base VAE is frozen.
+(both reward sharp screentone dots); gradients clipped to norm 1. The adapters learn; with
+``train_decoder`` a copy of the decoder's full-resolution blocks and output layers learns too
+(stored in the adapter file). The base VAE itself is frozen.
 Resumable: a checkpoint (adapters, Adam state, step) is written every ``save_every`` steps as
 safetensors next to the output; rerunning the same command continues from it.
 """
@@ -53,6 +54,7 @@ class TrainConfig:
     hi: float = 190.0
     seed: int = 0
     save_every: int = 200
+    train_decoder: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch", "save_every"):
@@ -251,6 +253,8 @@ def train(
     base.to(device)
     base.requires_grad_(False)
     base.eval()
+    if cfg.train_decoder:
+        sym.enable_decoder_tuning()
     sym.to(device)
     sym.train()
     opt = torch.optim.Adam(sym.parameters(), lr=cfg.lr)
@@ -311,6 +315,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT with .ckpt.safetensors)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--max-pages", type=int, default=0, help="use at most this many pages (0 = all)")
+    p.add_argument("--train-decoder", action="store_true",
+                   help="also fine-tune a copy of the decoder's full-resolution blocks (stored in the adapter file)")
 
 
 def read_pages(folder: str | os.PathLike, max_pages: int = 0) -> list[np.ndarray]:
@@ -341,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, edge_weight=args.edge_weight,
         freq_weight=args.freq_weight, clean_fraction=args.clean_fraction, mask_fraction=args.mask_fraction,
-        dpi=args.dpi, seed=args.seed, save_every=args.save_every,
+        dpi=args.dpi, seed=args.seed, save_every=args.save_every, train_decoder=args.train_decoder,
     )
     device = args.device
     if device == "auto":

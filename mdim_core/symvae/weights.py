@@ -54,6 +54,7 @@ def metadata_for(sym: SymmetricVAE, train: dict | None = None) -> dict[str, str]
         "mdim.base_family": base_family(sym.layout),
         "mdim.tap_layout": json.dumps(sym.tap_layout()),
         "mdim.base_fingerprint": json.dumps(base_fingerprint(sym.layout)),
+        "mdim.decoder": "level0" if sym.tuned is not None else "none",
         "mdim.train": json.dumps(train or {}),
     }
 
@@ -61,7 +62,7 @@ def metadata_for(sym: SymmetricVAE, train: dict | None = None) -> dict[str, str]
 def save_adapters(sym: SymmetricVAE, path: str | os.PathLike, train: dict | None = None) -> Path:
     """Write the adapters of ``sym`` (float32, CPU) with metadata; atomic (temp file + rename)."""
     path = Path(path)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sym.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sym.export_state().items()}
     tmp = path.with_name(path.name + ".part")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(tmp), metadata=metadata_for(sym, train))
@@ -161,9 +162,16 @@ def load_adapters(sym: SymmetricVAE, path: str | os.PathLike, *, check_weights: 
         raise ValueError(f"adapter file: {name} does not fit this VAE: " + "; ".join(problems))
     if hidden is not None and hidden != sym.hidden:
         fresh = SymmetricVAE(sym.base, hidden=hidden)
-        sym.adapters = fresh.adapters
+        p = sym.adapters[0].conv_in.weight
+        sym.adapters = fresh.adapters.to(device=p.device, dtype=p.dtype)
         sym.hidden = hidden
-    expected = sym.state_dict()
+    probe = SymmetricVAE(sym.base, hidden=sym.hidden)
+    if any(k.startswith("decoder.") for k in tensors):
+        try:
+            probe.enable_decoder_tuning()
+        except TypeError as exc:
+            raise ValueError(f"adapter file: {name} holds a tuned decoder part that does not fit: {exc}") from exc
+    expected = probe.export_state()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
@@ -181,6 +189,5 @@ def load_adapters(sym: SymmetricVAE, path: str | os.PathLike, *, check_weights: 
     for k, t in tensors.items():
         if not torch.isfinite(t).all():
             raise ValueError(f"adapter file: {name} is damaged: tensor {k} holds NaN or infinite values")
-    p = sym.adapters[0].conv_in.weight
-    sym.load_state_dict({k: t.to(device=p.device, dtype=p.dtype) for k, t in tensors.items()})
+    sym.import_state(tensors)
     return meta

@@ -171,6 +171,27 @@ def test_decode_size_mismatch_and_bad_files(vaes, models_dir):
         _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="other.safetensors", allow_other_vae_weights=False)
 
 
+def test_tuned_decoder_file_from_diffusers_runs_on_comfy(vaes, models_dir):
+    diff, vae = vaes
+    sym = SymmetricVAE(diff)
+    _randomise(sym, scale=0.2)
+    sym.enable_decoder_tuning()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in sym.tuned.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    save_adapters(sym, models_dir / "tuned.safetensors")
+    img = _page()
+    with torch.inference_mode():
+        ref = sym.decode(sym.encode(img), source=img)
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="tuned.safetensors", allow_other_vae_weights=False)
+        assert handle.sym.tuned is not None
+        out = handle.decode(vae.encode(img), source=img)
+        assert (out - ref).abs().max().item() <= 1e-4
+        plain = SymmetricVAE(diff)
+        assert (out - plain.decode(plain.encode(img), source=img)).abs().max().item() > 1e-3
+
+
 def test_restore_node_any_size_and_tiled(vaes):
     _, vae = vaes
     with torch.inference_mode():
