@@ -207,3 +207,12 @@ def test_keep_uint8_gives_the_same_page_in_a_quarter_of_the_memory(tmp_path):
     g16 = np.full((4, 4), 1000, np.uint16)
     Image.fromarray(g16).save(tmp_path / "h.png")
     assert imageio.read_page(tmp_path / "h.png", keep_uint8=True).pixels.dtype == np.float32
+
+
+def test_cmyk_with_a_broken_colour_profile_falls_back_with_a_warning(tmp_path, caplog):
+    im = Image.new("CMYK", (8, 8), (0, 0, 255, 0))  # yellow
+    im.save(tmp_path / "c.jpg", quality=100, icc_profile=b"not a colour profile")
+    with caplog.at_level("WARNING", logger="MDIM"):
+        page = imageio.read_page(tmp_path / "c.jpg")
+    np.testing.assert_allclose(page.pixels[4, 4] * 255, [255, 255, 0], atol=8)
+    assert any("colour profile" in r.getMessage() for r in caplog.records)
