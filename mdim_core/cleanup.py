@@ -77,7 +77,7 @@ class CleanupSettings:
     gray: str = "auto"  # one of GRAY_METHODS
     background: bool = True  # divide out the paper background
     cell: int = 0  # background grid cell (px); 0 = long side / 440, at least 4
-    ink_size: int = 0  # widest ink/screen area kept out of the background (px); 0 = long side / 3
+    ink_size: int = 0  # reach of the paper interpolation across ink and screentone (px); 0 = long side / 3
     sharpen: float = 2.0  # unsharp-mask amount undoing scanner blur before levels; 0 = off
     sharpen_radius: float = 0.0  # its gaussian sigma (px); 0 = dpi / 300, or long side / 2480 without dpi
     dpi: float = 0.0  # the scan's resolution when known (sets automatic lengths); 0 = unknown
@@ -312,9 +312,10 @@ def estimate_background_lowres(gray: np.ndarray, cell: int = 0, ink_size: int = 
     2. A smooth polynomial surface fitted robustly through the paper cells (:func:`_paper_surface`)
        gives the paper level everywhere, also under panels full of screentone or black.
     3. Cells whose mean is close to that level are paper (weight 1 above 96 %, 0 below 90 %); the
-       background is their normalised Gaussian interpolation (sigma ``ink_size`` / 8, default a
-       third of the long side / 8), so it follows uneven light, vignetting and stains where paper
-       is seen, and bridges screen regions and black areas, whose tone is therefore kept.
+       background is their normalised Gaussian interpolation (sigma ``ink_size`` / 8, by default a
+       24th of the long side), judged twice (the second time against the first estimate), so it
+       follows uneven light, vignetting and stains where paper is seen and bridges screen regions
+       and black areas (leaning on the surface where no paper is near), whose tone is kept.
     """
     g = _gray2d(gray)
     cell = _auto_cell(g.shape, cell)
