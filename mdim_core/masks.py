@@ -165,40 +165,57 @@ def feather(mask: torch.Tensor, pixels: float) -> torch.Tensor:
     return out
 
 
-def regions(mask2d: torch.Tensor | np.ndarray, cell: int = 1) -> list[Box]:
-    """Bounding boxes of the 8-connected regions of a binary ``[H, W]`` mask, sorted by (y0, x0).
+def region_labels(mask2d: torch.Tensor | np.ndarray, cell: int = 8) -> tuple[np.ndarray, tuple[int, int], list[Box]]:
+    """Label the 8-connected regions of a binary ``[H, W]`` mask on a ``cell``-times coarser grid.
 
-    ``cell > 1`` labels a ``cell``-times coarser any-pooled grid instead (much faster on large
-    pages): pixels in touching ``cell x cell`` blocks count as one region; boxes stay exact
-    boxes of the region's own pixels.
+    The grid is any-pooled (a cell holding one mask pixel counts) and covers the mask's bounding
+    box from ``origin`` ``(y, x)``: cell ``(i, j)`` spans pixels ``origin + (i, j) * cell`` onward.
+    Returns ``(labels, origin, boxes)``: ``labels`` int32 ``[hc, wc]`` (0 = no mask, ``k`` =
+    region ``k``), and ``boxes[k - 1]`` the exact pixel box of region ``k``'s own pixels. Every
+    mask pixel lies in exactly one labelled cell, so the labels tell which region owns it.
+    An empty mask gives ``(empty array, (0, 0), [])``.
     """
+    if cell < 1:
+        raise ValueError(f"cell: expected an integer >= 1, got {cell!r}")
     m = _np_bool(mask2d)
     box = _bbox(m)
     if box is None:
-        return []
+        return np.zeros((0, 0), dtype=np.int32), (0, 0), []
     y0, x0, y1, x1 = box  # label only the mask's bounding box
     sub = m[y0:y1, x0:x1]
-    eight = np.ones((3, 3), dtype=bool)
-    if cell <= 1:
-        labels, _ = ndimage.label(sub, structure=eight)
-        return sorted((sl[0].start + y0, sl[1].start + x0, sl[0].stop + y0, sl[1].stop + x0)
-                      for sl in ndimage.find_objects(labels) if sl is not None)
     h, w = sub.shape
     hc, wc = -(-h // cell), -(-w // cell)
     padded = np.zeros((hc * cell, wc * cell), dtype=bool)
     padded[:h, :w] = sub
     coarse = padded.reshape(hc, cell, wc, cell).any(axis=(1, 3))
-    labels, _ = ndimage.label(coarse, structure=eight)
+    labels, _ = ndimage.label(coarse, structure=np.ones((3, 3), dtype=bool))
     boxes = []
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
         own = np.repeat(np.repeat(labels[sl] == k, cell, axis=0), cell, axis=1)
         fy, fx = sl[0].start * cell, sl[1].start * cell
         pix = padded[fy : fy + own.shape[0], fx : fx + own.shape[1]] & own
         b = _bbox(pix)
         boxes.append((b[0] + fy + y0, b[1] + fx + x0, b[2] + fy + y0, b[3] + fx + x0))
-    return sorted(boxes)
+    return labels.astype(np.int32, copy=False), (y0, x0), boxes
+
+
+def regions(mask2d: torch.Tensor | np.ndarray, cell: int = 1) -> list[Box]:
+    """Bounding boxes of the 8-connected regions of a binary ``[H, W]`` mask, sorted by (y0, x0).
+
+    ``cell > 1`` labels a ``cell``-times coarser any-pooled grid instead (much faster on large
+    pages; see :func:`region_labels`): pixels in touching ``cell x cell`` blocks count as one
+    region; boxes stay exact boxes of the region's own pixels.
+    """
+    if cell > 1:
+        return sorted(region_labels(mask2d, cell)[2])
+    m = _np_bool(mask2d)
+    box = _bbox(m)
+    if box is None:
+        return []
+    y0, x0, y1, x1 = box
+    labels, _ = ndimage.label(m[y0:y1, x0:x1], structure=np.ones((3, 3), dtype=bool))
+    return sorted((sl[0].start + y0, sl[1].start + x0, sl[0].stop + y0, sl[1].stop + x0)
+                  for sl in ndimage.find_objects(labels) if sl is not None)
 
 
 def clean(

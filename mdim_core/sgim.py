@@ -5,7 +5,9 @@ model through ``mdim_core.host.SGIMHost``. For every region of the mask:
 
 1. crop the page around the region (bounding box + context margin, at least
    ``min_crop_side``, optionally limited to the panel holding it); distant regions become
-   separate crops, overlapping crops merge;
+   separate crops, neighbours share a crop when it covers no more page than separate
+   crops; overlapping crops run one after the other, each repainting only its own
+   regions and seeing what the earlier ones painted;
 2. SGI: shrink the crop by halving until its longest side is <= ``sgi_max_side``
    (antialiased area averaging), pad to multiples of the latent scale, encode, denoise
    from pure noise inside the mask, decode;
@@ -22,8 +24,9 @@ The host's noise mask keeps the known region during both passes; the engine neve
 
 from __future__ import annotations
 
+import heapq
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -142,6 +145,8 @@ class RegionJob:
     #: ``(tile, core)`` boxes inside the crop when FRI runs in tiles (only tiles whose core
     #: holds mask pixels); empty when FRI runs on the whole crop.
     fri_tiles: tuple[tuple[Box, Box], ...] = ()
+    #: which crop of this mask owns each mask pixel (None: every mask pixel in the box is this crop's)
+    owners: RegionOwners | None = field(default=None, compare=False, repr=False)
 
     @property
     def fri_passes(self) -> int:
@@ -179,8 +184,9 @@ class SGIMResult:
     def sgi_preview(self) -> torch.Tensor:
         if self._preview is None:
             page = self._base.clone()
-            for rows, box, crop in self._parts:
-                paste_into(page, crop, box, rows)
+            for rows, box, crop, own in self._parts:
+                y0, x0, y1, x1 = box
+                paste_into(page, composite(page[rows, y0:y1, x0:x1], crop, own), box, rows)
             self._preview = page.to(self._device)
             self._base, self._parts = None, []
         return self._preview
@@ -245,23 +251,204 @@ def _mask_groups(mask: torch.Tensor) -> list[tuple[tuple[int, ...], torch.Tensor
     return [(tuple(rows), m) for rows, m in groups]
 
 
-def plan_regions(
-    mask2d: torch.Tensor,
-    config: SGIMConfig,
-    page_gray: torch.Tensor | np.ndarray | None = None,
-) -> list[Box]:
-    """Crop boxes for a binary ``[H, W]`` mask: one per group of nearby regions.
+def crop_cost(size: tuple[int, int], config: SGIMConfig, scale: int = 8) -> int:
+    """Latent pixels x steps the model evaluates for a crop of ``size`` (SGI, plus FRI when it runs).
 
-    Each region's bounding box (8-connected, on an 8x coarser grid) grows by
-    ``context_margin`` (at least ``feather + 1`` so feathering sees the mask edge), clamped
-    to the page; with ``limit_to_panel`` (needs ``page_gray`` ``[H, W]``) it is clamped to
-    its panel's box but always keeps the region itself. Overlapping boxes merge; merged
-    boxes are then widened to ``min_crop_side`` (within the page, and within the panel when
-    limited) and merged again.
+    FRI in tiles counts every tile (tiles without mask, skipped at run time, are not known yet).
     """
+    small = geometry.shrink_plan(size, config.sgi_max_side, config.plan)
+    ph, pw = geometry.padded_size(small, scale)
+    cost = config.steps * (ph // scale) * (pw // scale)
+    if config.run_fri == "always" or (config.run_fri == "auto" and small != tuple(size)):
+        if config.fri_tile_side and max(size) > config.fri_tile_side:
+            tiles = [geometry.box_size(t) for t, _ in geometry.tile_boxes(size, config.fri_tile_side, config.fri_tile_overlap)]
+        else:
+            tiles = [tuple(size)]
+        for t in tiles:
+            ph, pw = geometry.padded_size(t, scale)
+            cost += config.fri_steps * (ph // scale) * (pw // scale)
+    return cost
+
+
+class RegionOwners:
+    """Which crop repaints each mask pixel of one mask: a coarse map of crop indices (-1 = none).
+
+    ``owner`` is int32 ``[hc, wc]``; cell ``(i, j)`` covers the pixels from
+    ``origin + (i, j) * cell`` (see ``masks.region_labels``). Every mask pixel is owned by
+    exactly one crop: the crop of the region it belongs to.
+    """
+
+    def __init__(self, owner: np.ndarray, origin: tuple[int, int], cell: int):
+        self.owner, self.origin, self.cell = owner, origin, cell
+
+    def crop(self, box: Box) -> np.ndarray:
+        """Owner index of every pixel of ``box`` ``[h, w]`` (int32; -1 where no crop owns the cell)."""
+        y0, x0, y1, x1 = box
+        (oy, ox), c = self.origin, self.cell
+        hc, wc = self.owner.shape
+        out = np.full((y1 - y0, x1 - x0), -1, dtype=np.int32)
+        py0, px0, py1, px1 = max(y0, oy), max(x0, ox), min(y1, oy + hc * c), min(x1, ox + wc * c)
+        if py0 >= py1 or px0 >= px1:
+            return out
+        cy0, cx0 = (py0 - oy) // c, (px0 - ox) // c
+        cy1, cx1 = -(-(py1 - oy) // c), -(-(px1 - ox) // c)
+        block = np.repeat(np.repeat(self.owner[cy0:cy1, cx0:cx1], c, axis=0), c, axis=1)
+        sy, sx = py0 - oy - cy0 * c, px0 - ox - cx0 * c
+        out[py0 - y0 : py1 - y0, px0 - x0 : px1 - x0] = block[sy : sy + py1 - py0, sx : sx + px1 - px0]
+        return out
+
+
+def _widen_many(boxes: np.ndarray, bounds: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
+    """``geometry.expand_box(box, 0, size, side, bounds)`` for rows of int64 ``[k, 4]`` arrays at once."""
+    if not side:
+        return boxes.copy()
+    out = boxes.copy()
+    for lo_i, hi_i, limit in ((0, 2, size[0]), (1, 3, size[1])):
+        low = np.maximum(0, np.minimum(bounds[:, lo_i], boxes[:, lo_i]))
+        high = np.minimum(limit, np.maximum(bounds[:, hi_i], boxes[:, hi_i]))
+        lo, hi = boxes[:, lo_i].copy(), boxes[:, hi_i].copy()
+        want = np.minimum(side, high - low)
+        extra = np.maximum(want - (hi - lo), 0)
+        lo, hi = lo - extra // 2, hi + extra - extra // 2
+        under = lo < low
+        hi, lo = np.where(under, hi + (low - lo), hi), np.where(under, low, lo)
+        over = hi > high
+        lo, hi = np.where(over, lo - (hi - high), lo), np.where(over, high, hi)
+        out[:, lo_i], out[:, hi_i] = np.maximum(low, lo), hi
+    return out
+
+
+def _latent_area(boxes: np.ndarray, scale: int = 8) -> np.ndarray:
+    """Latent pixels of crops padded to multiples of ``scale``: what one model step evaluates."""
+    return (-(-(boxes[:, 2] - boxes[:, 0]) // scale)) * (-(-(boxes[:, 3] - boxes[:, 1]) // scale))
+
+
+def _group_regions(
+    items: list[tuple[Box, Box | None]], size: tuple[int, int], config: SGIMConfig
+) -> list[tuple[Box, list[int]]]:
+    """Group regions into crops where one crop covers no more page than separate ones.
+
+    ``items``: per region, its box with context margin and its panel's box (or None). A group's
+    crop is the union of its members' boxes widened to ``min_crop_side`` (inside the union of
+    their panels when every member has one). Greedily, the two groups whose merge saves the
+    most crop area (latent pixels, padded to /8; ties merge) become one, until no merge saves
+    anything (each group keeps its best partner; a group whose partner merged elsewhere looks
+    again, so planning stays fast with thousands of specks). So regions side by side share a crop, while two regions whose union box would
+    cover much more page than their two crops (diagonal neighbours, an L) keep separate,
+    overlapping crops. The objective is area, not ``crop_cost``: a merge never pushes a crop
+    over ``sgi_max_side`` just because a shrunk structure pass is cheaper per pixel.
+    Returns ``(crop box, member indices)`` pairs.
+    """
+    side = config.min_crop_side
+    n = len(items)
+    h, w = size
+    # per group id (ids grow with each merge): raw box, panel bounds (the page when not all in panels), crop, area
+    raw = np.zeros((2 * n, 4), dtype=np.int64)
+    bounds = np.tile(np.array([0, 0, h, w], dtype=np.int64), (2 * n, 1))
+    in_panels = np.zeros(2 * n, dtype=bool)
+    alive = np.zeros(2 * n, dtype=bool)
+    for i, (box, pbox) in enumerate(items):
+        raw[i] = box
+        if pbox is not None:
+            bounds[i], in_panels[i] = pbox, True
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    alive[:n] = True
+    crops = _widen_many(raw, bounds, size, side)
+    areas = _latent_area(crops)
+    reach = max(side, 2 * config.context_margin, 64)  # farther groups never get smaller together
+
+    def union(a: int, others: np.ndarray):
+        """Raw boxes, bounds, in-panels flags, crops and areas of ``a`` merged with each of ``others``."""
+        r = np.concatenate([np.minimum(raw[others, :2], raw[a, :2]), np.maximum(raw[others, 2:], raw[a, 2:])], axis=1)
+        full = in_panels[others] & in_panels[a]
+        b = np.concatenate([np.minimum(bounds[others, :2], bounds[a, :2]), np.maximum(bounds[others, 2:], bounds[a, 2:])], axis=1)
+        b[~full] = (0, 0, h, w)
+        c = _widen_many(r, b, size, side)
+        return r, b, full, c, _latent_area(c)
+
+    heap: list[tuple[int, int, int]] = []  # (-saving, group, its best partner) for each live group
+
+    def push_best(a: int) -> None:
+        c = crops
+        y0, x0, y1, x1 = c[a]
+        hit = alive & (c[:, 0] < y1 + reach) & (y0 < c[:, 2] + reach) & (c[:, 1] < x1 + reach) & (x0 < c[:, 3] + reach)
+        hit[a] = False
+        others = np.flatnonzero(hit)
+        if others.size:
+            saving = areas[a] + areas[others] - union(a, others)[4]
+            k = int(np.argmax(saving))  # the largest saving; the first (lowest id) of equal ones
+            if saving[k] >= 0:
+                heapq.heappush(heap, (-int(saving[k]), a, int(others[k])))
+
+    for a in range(n):
+        push_best(a)
+    next_id = n
+    while heap:
+        _, a, b = heapq.heappop(heap)
+        if not alive[a]:
+            continue
+        if not alive[b]:  # its partner merged elsewhere meanwhile: find its best partner again
+            push_best(a)
+            continue
+        r, bd, full, c, ar = union(a, np.array([b]))
+        raw[next_id], bounds[next_id], in_panels[next_id], crops[next_id], areas[next_id] = r[0], bd[0], full[0], c[0], ar[0]
+        members[next_id] = members.pop(a) + members.pop(b)
+        alive[[a, b]] = False
+        alive[next_id] = True
+        push_best(next_id)
+        next_id += 1
+    groups = members
+    return sorted((tuple(int(v) for v in crops[g]), sorted(groups[g])) for g in groups)
+
+
+def _merge_overlapping(
+    items: list[tuple[Box, Box | None]], size: tuple[int, int], config: SGIMConfig
+) -> list[tuple[Box, list[int]]]:
+    """Crops that never overlap: overlapping region boxes merge into their union, the merged boxes
+    are widened to ``min_crop_side`` (inside their regions' panels) and merged again."""
+
+    def owners_of(boxes: list[Box], parts: list[Box]) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in boxes]
+        for i, part in enumerate(parts):  # merged boxes are disjoint: exactly one holds each part
+            k = next(k for k, b in enumerate(boxes) if geometry.union_box(b, part) == b)
+            out[k].append(i)
+        return out
+
+    boxes = geometry.merge_boxes([box for box, _ in items])
+    members = owners_of(boxes, [box for box, _ in items])
+    if config.min_crop_side:
+        widened = []
+        for box, mem in zip(boxes, members):
+            pboxes = [items[i][1] for i in mem]
+            bounds = None
+            if all(p is not None for p in pboxes):  # stay inside the panel(s) of its regions
+                bounds = pboxes[0]
+                for p in pboxes[1:]:
+                    bounds = geometry.union_box(bounds, p)
+            widened.append(geometry.expand_box(box, 0, size, config.min_crop_side, bounds=bounds))
+        final = geometry.merge_boxes(widened)
+        members = [sum((members[j] for j in mem), []) for mem in owners_of(final, widened)]
+        boxes = final
+    return sorted((box, sorted(mem)) for box, mem in zip(boxes, members))
+
+
+#: above this many mask regions only the overlap-merging plan is tried (planning stays fast)
+GROUPING_LIMIT = 1000
+
+
+def _plan_cost(grouped: list[tuple[Box, list[int]]], config: SGIMConfig) -> int:
+    return sum(crop_cost(geometry.box_size(box), config) for box, _ in grouped)
+
+
+def _plan_crops(
+    mask2d: torch.Tensor, config: SGIMConfig, page_gray: torch.Tensor | np.ndarray | None = None
+) -> tuple[list[Box], RegionOwners | None]:
     size = tuple(mask2d.shape)
     margin = max(config.context_margin, config.feather + 1 if config.feather else 0)
-    comps = masks.regions(mask2d, cell=8)
+    cell = 8
+    labels, origin, comps = masks.region_labels(mask2d, cell=cell)
+    if not comps:
+        return [], None
     panels = slices = m = None
     if config.limit_to_panel:
         if page_gray is None:
@@ -269,25 +456,38 @@ def plan_regions(
         panels = geometry.detect_panels(page_gray)
         m = mask2d.numpy() if mask2d.dtype == torch.bool else mask2d.numpy() > 0.5
         slices = ndimage.find_objects(panels)
-    panel_of: list[tuple[Box, Box | None]] = []  # (region box, its panel's box)
-    boxes = []
+    items = []
     for comp in comps:
         pbox = geometry.panel_box(panels, m, comp, slices) if panels is not None else None
-        boxes.append(geometry.expand_box(comp, margin, size, bounds=pbox))
-        panel_of.append((comp, pbox))
-    boxes = geometry.merge_boxes(boxes)
-    if config.min_crop_side:  # widen after merging: small neighbours share one crop instead of one each
-        widened = []
-        for box in boxes:
-            pboxes = [p for c, p in panel_of if geometry.intersect_box(c, box)]
-            bounds = None
-            if pboxes and all(p is not None for p in pboxes):  # stay inside the panel(s) of its regions
-                bounds = pboxes[0]
-                for p in pboxes[1:]:
-                    bounds = geometry.union_box(bounds, p)
-            widened.append(geometry.expand_box(box, 0, size, config.min_crop_side, bounds=bounds))
-        boxes = geometry.merge_boxes(widened)
-    return boxes
+        items.append((geometry.expand_box(comp, margin, size, bounds=pbox), pbox))
+    grouped = _merge_overlapping(items, size, config)
+    if len(items) <= GROUPING_LIMIT:
+        grouped_apart = _group_regions(items, size, config)
+        if _plan_cost(grouped_apart, config) < _plan_cost(grouped, config):
+            grouped = grouped_apart
+    lut = np.full(len(comps) + 1, -1, dtype=np.int32)
+    for j, (_, members) in enumerate(grouped):
+        lut[np.asarray(members) + 1] = j
+    return [box for box, _ in grouped], RegionOwners(lut[labels], origin, cell)
+
+
+def plan_regions(
+    mask2d: torch.Tensor,
+    config: SGIMConfig,
+    page_gray: torch.Tensor | np.ndarray | None = None,
+) -> list[Box]:
+    """Crop boxes for a binary ``[H, W]`` mask: one per group of nearby regions, sorted by (y0, x0).
+
+    Each region's bounding box (8-connected, on an 8x coarser grid) grows by
+    ``context_margin`` (at least ``feather + 1`` so feathering sees the mask edge), clamped
+    to the page; with ``limit_to_panel`` (needs ``page_gray`` ``[H, W]``) it is clamped to
+    its panel's box but always keeps the region itself. Regions are grouped into crops where
+    a shared crop covers no more page than separate ones (see ``_group_regions``); a group's
+    crop is widened to ``min_crop_side`` (within the page, and within the panels when
+    limited). Crops may overlap: they then run one after the other, each repainting only its
+    own regions and seeing what the earlier ones painted.
+    """
+    return _plan_crops(mask2d, config, page_gray)[0]
 
 
 def plan(
@@ -309,7 +509,7 @@ def plan(
     jobs: list[RegionJob] = []
     for rows, m in _mask_groups(mask):
         gray = page_gray[rows[0]] if page_gray is not None else None
-        boxes = plan_regions(m, config, gray)
+        boxes, owners = _plan_crops(m, config, gray)
         for i, box in enumerate(boxes):
             crop = geometry.box_size(box)
             small = geometry.shrink_plan(crop, config.sgi_max_side, config.plan)
@@ -317,13 +517,26 @@ def plan(
             tiles: tuple = ()
             if fri and config.fri_tile_side and max(crop) > config.fri_tile_side:
                 sub = m[box[0] : box[2], box[1] : box[3]]
+                sub = (sub if sub.dtype == torch.bool else sub > 0.5).numpy() & (owners.crop(box) == i)
                 tiles = tuple(
                     (t, c)
                     for t, c in geometry.tile_boxes(crop, config.fri_tile_side, config.fri_tile_overlap)
                     if bool(sub[c[0] : c[2], c[1] : c[3]].any())
                 )
-            jobs.append(RegionJob(rows, i, len(boxes), box, small, fri, (seed + len(jobs)) % SEED_LIMIT, tiles))
+            jobs.append(
+                RegionJob(rows, i, len(boxes), box, small, fri, (seed + len(jobs)) % SEED_LIMIT, tiles, owners)
+            )
     return jobs
+
+
+def _job_masks(job: RegionJob, mask_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(own, active) bool masks of a job's crop: the pixels it repaints and pastes back, and
+    the pixels the model treats as unknown (its own plus those later crops will repaint;
+    pixels that earlier crops repainted are known context now)."""
+    if job.owners is None:
+        return mask_c, mask_c
+    owner = torch.from_numpy(job.owners.crop(job.box))[None]
+    return mask_c & (owner == job.region), mask_c & (owner >= job.region)
 
 
 # --- running -----------------------------------------------------------------------------
@@ -454,22 +667,22 @@ def inpaint(
     for job in jobs:
         y0, x0, y1, x1 = job.box
         rows = list(job.rows)
-        original = base[rows, y0:y1, x0:x1]
-        crop = original.float().clamp(0.0, 1.0)
+        current = out[rows, y0:y1, x0:x1]  # the page as earlier (overlapping) crops left it
+        crop = current.float().clamp(0.0, 1.0)
         if channels == 1:
             crop = crop.expand(-1, -1, -1, 3)
-        mask_c = m[rows, y0:y1, x0:x1]
-        mask_f = mask_c.float()
+        own, active = _job_masks(job, m[rows, y0:y1, x0:x1])
+        mask_f = active.float()
         if job.shrunk:
             small = geometry.resize_image(crop, job.sgi_size)
             sgi = runner.run_pass("sgi", job, small, geometry.shrink_mask(mask_f, job.sgi_size))
             sgi = geometry.resize_image(sgi, job.crop_size)
         else:
             sgi = runner.run_pass("sgi", job, crop, mask_f)
-        guided = composite(crop, sgi, mask_c)  # the SGI structure inside the mask, the real page outside
+        guided = composite(crop, sgi, active)  # the SGI structure inside the mask, the real page outside
         new = _fri(runner, job, guided, mask_f) if job.run_fri else guided
 
-        weight = masks.feather(mask_c, config.feather) if config.feather else None
-        paste_into(out, composite(original, _to_channels(new, channels), mask_c, weight), job.box, rows)
-        parts.append((rows, job.box, composite(original, _to_channels(sgi, channels), mask_c)))
+        weight = masks.feather(own, config.feather) if config.feather else None
+        paste_into(out, composite(current, _to_channels(new, channels), own, weight), job.box, rows)
+        parts.append((rows, job.box, _to_channels(sgi, channels), own))
     return SGIMResult(image=out.to(device), jobs=jobs, base=base, parts=parts, device=device)

@@ -392,3 +392,140 @@ def test_images_with_an_empty_mask_in_a_batch_are_left_alone():
     res = sgim.inpaint(host, image, masks_, config=sgim.SGIMConfig(**SMALL))
     assert torch.equal(res.image, truth) and torch.equal(res.image[1], image[1])
     assert [j.rows for j in res.jobs] == [(0,)] and all(c.shape[0] == 1 for c in host.calls)
+
+
+class _SeeingHost(OracleHost):
+    """The oracle, also keeping the pixels each pass was given (unpadded crop, RGB)."""
+
+    def __init__(self, truth):
+        super().__init__(truth)
+        self.images = []
+
+    def denoise(self, latent, *, image, mask, strength, steps, seed, info):
+        self.images.append(image[:, : info.size[0], : info.size[1]].clone())
+        return super().denoise(latent, image=image, mask=mask, strength=strength, steps=steps, seed=seed, info=info)
+
+
+def test_overlapping_regions_with_a_costly_union_keep_separate_crops_and_stay_exact():
+    h, w = 400, 400
+    truth = _page(2, h, w)
+    mask = torch.zeros(h, w)
+    mask[40:140, 40:140] = 1  # a bubble ...
+    mask[160:390, 160:390] = 1  # ... and a large one diagonally below it: their crops overlap at a corner
+    image = _damage(truth, mask)
+    cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
+    boxes = sgim.plan_regions(mask > 0, cfg)
+    assert boxes == [(10, 10, 170, 170), (130, 130, 400, 400)]  # overlapping, not merged
+    assert 160 * 160 + 270 * 270 < 0.65 * 390 * 390  # the merged crop would cover a lot more page
+    host = _SeeingHost(truth)
+    res = sgim.inpaint(host, image, mask, seed=3, config=cfg)
+    assert torch.equal(res.image, truth)  # the truth inside the mask, the input outside, bit for bit
+    assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    first, second = host.passes("sgi")
+    assert [p.info.box for p in (first, second)] == boxes and [p.seed for p in (first, second)] == [3, 4]
+    # the first crop also repaints the corner of the second region it holds (not pasted: not its own) ...
+    assert first.mask_sum == 2 * (100 * 100 + 10 * 10)
+    # ... the second crop sees the first one's result as known context and repaints only its own region
+    assert second.mask_sum == 2 * 230 * 230
+    assert torch.equal(host.images[1][:, :10, :10], truth[:, 130:140, 130:140])  # A's pixels, already repainted
+    assert float(host.images[0][:, 150:160, 150:160].max()) == 0.0  # B's text, still there for the first crop
+    assert torch.equal(res.sgi_preview[:, mask > 0], truth[:, mask > 0])  # no shrink: SGI is the result
+    assert torch.equal(res.sgi_preview[:, mask == 0], image[:, mask == 0])
+    # feathering blends only inside each crop's own region: nothing outside the mask changes
+    feathered = sgim.inpaint(OracleHost(truth), image, mask, config=sgim.SGIMConfig(
+        context_margin=30, min_crop_side=0, feather=4, **SMALL))
+    assert torch.equal(feathered.image[:, mask == 0], image[:, mask == 0])
+    assert torch.equal(feathered.image[:, 90, 90], truth[:, 90, 90])
+    assert torch.equal(feathered.image[:, 270, 270], truth[:, 270, 270])
+
+
+def test_neighbours_share_a_crop_when_it_covers_less_page():
+    h, w = 300, 1200
+    mask = torch.zeros(h, w)
+    mask[50:250, 50:90] = 1  # two text columns side by side
+    mask[50:250, 110:150] = 1
+    mask[120:170, 400:450] = 1  # two specks far apart, each too small for min_crop_side ...
+    mask[120:170, 1000:1050] = 1
+    cfg = sgim.SGIMConfig(context_margin=20, min_crop_side=0, **SMALL)
+    assert sgim.plan_regions(mask > 0, cfg)[:1] == [(30, 30, 270, 170)]  # one crop: less than 2 x (240 x 80)
+    wide = sgim.SGIMConfig(context_margin=64, min_crop_side=256, **SMALL)
+    boxes = sgim.plan_regions(mask > 0, wide)
+    # ... 600 px apart: one crop over both would cover more page than two 256 x 256 crops: kept apart
+    assert boxes == [(0, 0, 300, 256), (17, 297, 273, 553), (17, 897, 273, 1153)]
+    close = mask.clone()
+    close[:, 1000:1050] = 0
+    close[120:170, 600:650] = 1
+    # 150 px apart: one 256 x 378 crop covers less than two 256 x 256 crops
+    assert sgim.plan_regions(close > 0, wide) == [(0, 0, 300, 256), (17, 336, 273, 714)]
+    truth = _page(1, h, w)
+    res = sgim.inpaint(OracleHost(truth), _damage(truth, close), close, config=wide)
+    assert torch.equal(res.image, truth)
+
+
+def test_region_owners_give_every_mask_pixel_to_exactly_one_crop():
+    g = torch.Generator().manual_seed(4)
+    h, w = 517, 389
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for _ in range(14):
+        y, x = (int(v) for v in torch.randint(0, 470, (2,), generator=g))
+        x = x % 350
+        sh, sw = (int(v) for v in torch.randint(3, 45, (2,), generator=g))
+        mask[y : y + sh, x : x + sw] = True
+    labels, origin, boxes = masks.region_labels(mask, cell=8)
+    assert sorted(boxes) == masks.regions(mask, cell=8)
+    cfg = sgim.SGIMConfig(context_margin=16, min_crop_side=64, **SMALL)
+    jobs = sgim.plan((h, w), mask[None], cfg)
+    owners = jobs[0].owners
+    count = torch.zeros(h, w, dtype=torch.int64)
+    for job in jobs:
+        y0, x0, y1, x1 = job.box
+        own = torch.from_numpy(owners.crop(job.box) == job.region) & mask[y0:y1, x0:x1]
+        count[y0:y1, x0:x1] += own.long()
+    assert torch.equal(count, mask.long())  # every mask pixel repainted by exactly one crop, nothing else
+    page = torch.from_numpy(owners.crop((0, 0, h, w)))
+    assert bool((page[mask] >= 0).all()) and page.shape == (h, w)
+    for box in ((10, 20, 300, 389), (3, 7, 517, 100), (250, 250, 517, 389)):  # any box: a slice of the page map
+        assert torch.equal(torch.from_numpy(owners.crop(box)), page[box[0] : box[2], box[1] : box[3]])
+    assert set(page.unique().tolist()) == set(range(-1, len(jobs)))
+    truth = _page(1, h, w)
+    res = sgim.inpaint(OracleHost(truth), _damage(truth, mask.float()), mask, config=cfg)
+    assert torch.equal(res.image, truth)
+
+
+def test_grouping_never_costs_more_than_merging_every_overlap():
+    # dust: many specks whose widened crops overlap in chains. Grouping pairs by area gets stuck with
+    # crops that overlap a lot; merging every overlap is cheaper there, and that plan is kept
+    h, w = 640, 896
+    cfg = sgim.SGIMConfig(context_margin=16, min_crop_side=128, **SMALL)
+
+    def dust(n):
+        g = torch.Generator().manual_seed(1)
+        m = torch.zeros(h, w, dtype=torch.bool)
+        for y, x in torch.randint(0, 630, (n, 2), generator=g).tolist():
+            m[y : y + 4, x % 890 : x % 890 + 4] = True
+        _, _, comps = masks.region_labels(m, cell=8)
+        items = [(sgim.geometry.expand_box(c, 16, (h, w)), None) for c in comps]
+        merged, apart = sgim._merge_overlapping(items, (h, w), cfg), sgim._group_regions(items, (h, w), cfg)
+        chosen = [j.box for j in sgim.plan((h, w), m[None], cfg)]
+        return m, merged, apart, chosen
+
+    m, merged, apart, chosen = dust(160)
+    assert sgim._plan_cost(apart, cfg) > sgim._plan_cost(merged, cfg)  # grouping alone would be worse ...
+    assert chosen == [b for b, _ in merged] and len(chosen) == 1  # ... so the overlap-merging plan runs
+    truth = _page(1, h, w)
+    res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
+    assert torch.equal(res.image, truth)
+    m, merged, apart, chosen = dust(40)  # fewer specks: separate crops cost less than one chain-merged crop
+    assert sgim._plan_cost(apart, cfg) < 0.6 * sgim._plan_cost(merged, cfg)
+    assert chosen == [b for b, _ in apart] and len(chosen) > 1
+    res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
+    assert torch.equal(res.image, truth)
+    # the diagonal pair: grouping apart is cheaper, and chosen
+    diag = torch.zeros(400, 400, dtype=torch.bool)
+    diag[40:140, 40:140] = True
+    diag[160:390, 160:390] = True
+    apart_cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
+    assert sgim.plan_regions(diag, apart_cfg) == [(10, 10, 170, 170), (130, 130, 400, 400)]
+    assert sgim.crop_cost((160, 160), apart_cfg) + sgim.crop_cost((270, 270), apart_cfg) < sgim.crop_cost(
+        (390, 390), apart_cfg
+    )
