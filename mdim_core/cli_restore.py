@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="thesis = auto-contrast then black..white point; points = black..white point only; off (default: %(default)s)")
     g.add_argument("--black-point", type=float, default=d.black_point, help="level mapped to black, 0..255 (default: %(default)s)")
     g.add_argument("--white-point", type=float, default=d.white_point, help="level mapped to white, 0..255 (default: %(default)s)")
-    g.add_argument("--sharpen", type=float, default=d.sharpen, help="unsharp amount against scanner blur, 0 = off (default: %(default)s)")
+    g.add_argument("--sharpen", type=float, default=d.sharpen,
+                   help="unsharp amount against scanner blur on a blurry scan (sharper scans get less), 0 = off (default: %(default)s)")
+    g.add_argument("--fixed-sharpen", action="store_true", help="use --sharpen as is, not scaled by the blur measured on each page")
     g.add_argument("--sharpen-radius", type=float, default=d.sharpen_radius, help="its sigma in px, 0 = dpi/300 (default: %(default)s)")
     g.add_argument("--despeckle", type=int, default=d.despeckle, help="remove isolated specks up to this area in px, 0 = off (default: %(default)s)")
     g.add_argument("--bleed-through", type=float, default=d.bleed_through, help="fade faint show-through, 0..1, 0 = off (default: %(default)s)")
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         settings = cleanup.CleanupSettings(
             gray=args.gray, background=not args.no_background, levels=args.levels,
             black_point=args.black_point, white_point=args.white_point, sharpen=args.sharpen,
+            adaptive_sharpen=not args.fixed_sharpen,
             sharpen_radius=args.sharpen_radius, despeckle=args.despeckle, bleed_through=args.bleed_through,
             deskew=args.deskew, max_skew=args.max_skew,
         )

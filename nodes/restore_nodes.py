@@ -71,7 +71,8 @@ class MDIMScanCleanup(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "sharpen", default=d.sharpen, min=0.0, max=10.0, step=0.1,
-                    tooltip="Unsharp amount that undoes scanner blur so light screentones survive the levels; 0 = off.",
+                    tooltip="Unsharp amount that undoes scanner blur so light screentones survive the levels, used in full "
+                    "on blurry scans; sharper scans get less (the blur is measured on each page). 0 = off.",
                 ),
                 io.Float.Input(
                     "dpi", default=0.0, min=0.0, max=4800.0, step=1.0,

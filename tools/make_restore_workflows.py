@@ -25,7 +25,7 @@ MASK = "mdim_example_mask.png"
 NO_ADAPTERS = "(none: untrained, decodes like the VAE)"
 
 # gray, remove_background, levels, black_point, white_point, sharpen, dpi, bleed_through, despeckle, deskew
-CLEANUP_WIDGETS = ["auto", True, "thesis", 90.0, 190.0, 2.0, 0.0, 0.0, 0, False]
+CLEANUP_WIDGETS = ["auto", True, "thesis", 90.0, 190.0, 3.0, 0.0, 0.0, 0, False]
 
 
 def _scan_and_cleanup(g: Graph):

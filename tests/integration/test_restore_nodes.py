@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 RESTORE_WORKFLOWS = ("mdim_restore_scan_cleanup.json", "mdim_restore_symvae.json", "mdim_restore_text_removal.json")
 DEFAULTS = dict(gray="auto", remove_background=True, levels="thesis", black_point=90.0, white_point=190.0,
-                sharpen=2.0, dpi=0.0, bleed_through=0.0, despeckle=0, deskew=False)
+                sharpen=3.0, dpi=0.0, bleed_through=0.0, despeckle=0, deskew=False)
 
 
 def _batch(test_images, name="mdim_example_old_scan.png") -> torch.Tensor:
