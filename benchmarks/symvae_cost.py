@@ -156,8 +156,10 @@ def main(argv=None) -> int:
         "# Symmetric VAE cost at SD scale (benchmarks/symvae_cost.py)",
         "",
         "Random weights, CPU, one thread, one decode. Peak = process peak RSS during the decode (weights + "
-        "activations); extra = peak minus the base VAE's peak at the same size. Asymmetric = diffusers "
-        "AsymmetricAutoencoderKL with the published x1.5 decoder.",
+        "activations); extra = peak minus the base VAE's peak at the same size (base_walk: the same VAE decoded "
+        "by MDIM's own module walk, which frees intermediates earlier). Asymmetric = diffusers "
+        "AsymmetricAutoencoderKL with the published x1.5 decoder. Times on a shared CPU are noisy; memory is the "
+        "robust measure.",
         "",
         "| size | decoder | params | extra params | decode s | time ratio | peak MB | extra MB |",
         "|---|---|---|---|---|---|---|---|",
