@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from counting_host import CountingHost  # noqa: E402
 
-from mdim_core import geometry, sgim  # noqa: E402
+from mdim_core import geometry, masks, sgim  # noqa: E402
 
 A4_600 = (7016, 4961)
 
@@ -84,6 +84,119 @@ def plan_pixel_steps(mask: torch.Tensor, config: sgim.SGIMConfig, scale: int = 8
                 h, w = geometry.padded_size(size, scale)
                 total += config.fri_steps * (h // scale) * (w // scale)
     return total
+
+
+def _steps_of(box, fri_mask, config: sgim.SGIMConfig, scale: int = 8) -> tuple[int, int, int]:
+    """(one-pass, SGI of a shrunk crop, FRI) latent px x steps of one crop; padding counted."""
+    size = geometry.box_size(box)
+    small = geometry.shrink_plan(size, config.sgi_max_side, config.plan)
+    h, w = geometry.padded_size(small, scale)
+    sgi = config.steps * (h // scale) * (w // scale)
+    fri = 0
+    if config.run_fri == "always" or (config.run_fri == "auto" and small != size):
+        sizes = [size]
+        if config.fri_tile_side and max(size) > config.fri_tile_side:
+            tiles = geometry.tile_boxes(size, config.fri_tile_side, config.fri_tile_overlap)
+            sizes = [geometry.box_size(t) for t, c in tiles if fri_mask[c[0] : c[2], c[1] : c[3]].any()]
+        for t in sizes:
+            h, w = geometry.padded_size(t, scale)
+            fri += config.fri_steps * (h // scale) * (w // scale)
+    return (0, sgi, fri) if small != size else (sgi, 0, fri)
+
+
+def _unpadded_steps(box, config: sgim.SGIMConfig, scale: int = 8) -> float:
+    size = geometry.box_size(box)
+    small = geometry.shrink_plan(size, config.sgi_max_side, config.plan)
+    out = config.steps * small[0] * small[1] / scale**2
+    if small != size:
+        out += config.fri_steps * size[0] * size[1] / scale**2
+    return out
+
+
+def _cover(boxes, size) -> float:
+    page = np.zeros(size, dtype=bool)
+    for y0, x0, y1, x1 in boxes:
+        page[y0:y1, x0:x1] = True
+    return float(page.mean())
+
+
+def breakdown(mask: torch.Tensor, config: sgim.SGIMConfig, ref_steps: int) -> dict:
+    """Where the model work of the region crops goes, from the plans (no model run).
+
+    Page shares: the mask, its regions' bounding boxes, those boxes with the context margin
+    (the least page that rectangular crops with this margin must cover), and the planned crops
+    (summed, so overlapping crops count twice). Model work (latent px x steps) relative to the
+    full-page pass: crops that fit ``sgi_max_side`` (one pass at full resolution), the SGI pass
+    of shrunk crops, their FRI pass; the share of all that spent on padding to multiples of 8;
+    and what the previous planner (every overlap merged) would have made the model evaluate.
+    """
+    m = mask > 0.5
+    size = tuple(m.shape)
+    comps = masks.regions(m, cell=8)
+    margin = max(config.context_margin, config.feather + 1 if config.feather else 0)
+    margin_boxes = [geometry.expand_box(c, margin, size) for c in comps]
+    jobs = sgim.plan(size, m[None], config)
+    parts = np.zeros(3)
+    unpadded = 0.0
+    for job in jobs:
+        own = m[job.box[0] : job.box[2], job.box[1] : job.box[3]].numpy()
+        own = own & (job.owners.crop(job.box) == job.region) if job.owners is not None else own
+        parts += _steps_of(job.box, own, config)
+        unpadded += _unpadded_steps(job.box, config)
+    previous = sgim._merge_overlapping([(b, None) for b in margin_boxes], size, config)
+    prev_steps = sum(
+        sum(_steps_of(box, m[box[0] : box[2], box[1] : box[3]].numpy(), config)) for box, _ in previous
+    )
+    return dict(
+        mask=float(m.float().mean()),
+        regions=_cover(comps, size),
+        margin=_cover(margin_boxes, size),
+        crops=sum(j.crop_size[0] * j.crop_size[1] for j in jobs) / m.numel(),
+        crops_before_side=sum(
+            geometry.box_size(b)[0] * geometry.box_size(b)[1]
+            for b in sgim.plan_regions(m, sgim.SGIMConfig(**{**_fields(config), "min_crop_side": 0}))
+        ) / m.numel(),
+        one_pass=parts[0] / ref_steps,
+        sgi=parts[1] / ref_steps,
+        fri=parts[2] / ref_steps,
+        padding=1.0 - unpadded / parts.sum(),
+        ratio=parts.sum() / ref_steps,
+        previous=prev_steps / ref_steps,
+        crops_now=len(jobs),
+        crops_previous=len(previous),
+    )
+
+
+def _fields(config: sgim.SGIMConfig) -> dict:
+    return {name: getattr(config, name) for name in sgim.SGIMConfig.field_names()}
+
+
+def staggered_bubbles(seed: int, size=A4_600, coverage=0.03) -> np.ndarray:
+    """Bubble text in diagonal pairs: each pair's blocks overlap at a corner once given a margin."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    mask = np.zeros(size, dtype=bool)
+    taken: list[tuple[int, int, int, int]] = []
+    while mask.mean() < coverage:
+        bh, bw = int(rng.integers(3, 9)) * 72, int(rng.integers(2, 6)) * 90
+        y, x = int(rng.integers(100, h - 2 * bh - 200)), int(rng.integers(100, w - 2 * bw - 200))
+        box = (y - 300, x - 300, y + 2 * bh + 400, x + 2 * bw + 400)
+        if any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+            continue
+        taken.append(box)
+        for yy, xx in ((y, x), (y + bh + 60, x + bw + 60)):  # diagonal neighbours 60 px apart
+            for c in range(bw // 90):
+                mask[yy : yy + bh, xx + c * 90 : xx + c * 90 + 70] = True
+    return mask
+
+
+def dust_specks(count: int, seed: int = 0, size=A4_600) -> np.ndarray:
+    """Specks of 6 x 6 pixels scattered over the page (scan dust picked for cleanup)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(size, dtype=bool)
+    for y, x in zip(rng.integers(0, size[0] - 6, count), rng.integers(0, size[1] - 6, count)):
+        mask[y : y + 6, x : x + 6] = True
+    return mask
 
 
 def run_case(host: CountingHost, page: torch.Tensor, mask: torch.Tensor, config: sgim.SGIMConfig):
@@ -170,6 +283,35 @@ def main(argv=None) -> int:
                 cfg = sgim.SGIMConfig(context_margin=margin, min_crop_side=side, **base)
                 cells.append(f"{plan_pixel_steps(mask, cfg) / ref_steps:.3f}")
         row = f"| {name} | " + " | ".join(cells) + " |"
+        lines.append(row)
+        print(row, flush=True)
+    lines += [
+        "",
+        "Where the pixels go (defaults; page shares in %, model work relative to the full-page pass; from the "
+        "plans). `regions`: the mask regions' bounding boxes; `+ margin`: those boxes grown by the context "
+        "margin, the least page rectangular crops with that margin must cover; `crops`: the planned crops "
+        "before and after widening to `min_crop_side` (summed: overlapping crops count twice); `one pass`: "
+        "crops within `sgi_max_side` (one full-resolution pass, like the full-page pass per pixel); `SGI`/`FRI`: "
+        "the two passes of shrunk crops; `padding`: share of the work spent on padding to multiples of 8; "
+        "`previous`: the same page planned with the previous rule (every overlap merged):",
+        "",
+        "| page / mask | mask % | regions % | + margin % | crops, no min side % | crops % | one pass | SGI | FRI "
+        "| padding % | ratio (crops) | previous ratio (crops) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    extra = [("staggered bubbles (diagonal pairs)", torch.from_numpy(staggered_bubbles(0).astype(np.float32)))]
+    extra += [(f"dust, {n} specks of 6x6", torch.from_numpy(dust_specks(n).astype(np.float32))) for n in (50, 300)]
+    full_cfg = configs["one full-page pass at full res"]
+    rows = [(name, mask, ref_steps) for name, mask, ref_steps in sweep]
+    rows += [(name, mask, plan_pixel_steps(mask, full_cfg)) for name, mask in extra]
+    for name, mask, ref_steps in rows:
+        b = breakdown(mask, configs["SGIM, region crops (defaults)"], ref_steps)
+        row = (
+            f"| {name} | {100 * b['mask']:.2f} | {100 * b['regions']:.2f} | {100 * b['margin']:.2f} | "
+            f"{100 * b['crops_before_side']:.2f} | {100 * b['crops']:.2f} | {b['one_pass']:.3f} | {b['sgi']:.3f} | "
+            f"{b['fri']:.3f} | {100 * b['padding']:.1f} | **{b['ratio']:.3f}** ({b['crops_now']}) | "
+            f"{b['previous']:.3f} ({b['crops_previous']}) |"
+        )
         lines.append(row)
         print(row, flush=True)
     lines += [
