@@ -281,6 +281,15 @@ class RegionOwners:
     def __init__(self, owner: np.ndarray, origin: tuple[int, int], cell: int):
         self.owner, self.origin, self.cell = owner, origin, cell
 
+    def shared(self, box: Box, region: int) -> bool:
+        """Whether mask cells of crops other than ``region`` lie in ``box`` (checked on the coarse map)."""
+        y0, x0, y1, x1 = box
+        (oy, ox), c = self.origin, self.cell
+        cy0, cx0 = max(0, (y0 - oy) // c), max(0, (x0 - ox) // c)
+        cy1, cx1 = max(0, -(-(y1 - oy) // c)), max(0, -(-(x1 - ox) // c))
+        cells = self.owner[cy0:cy1, cx0:cx1]
+        return bool(((cells >= 0) & (cells != region)).any())
+
     def crop(self, box: Box) -> np.ndarray:
         """Owner index of every pixel of ``box`` ``[h, w]`` (int32; -1 where no crop owns the cell)."""
         y0, x0, y1, x1 = box
@@ -517,7 +526,9 @@ def plan(
             tiles: tuple = ()
             if fri and config.fri_tile_side and max(crop) > config.fri_tile_side:
                 sub = m[box[0] : box[2], box[1] : box[3]]
-                sub = (sub if sub.dtype == torch.bool else sub > 0.5).numpy() & (owners.crop(box) == i)
+                sub = (sub if sub.dtype == torch.bool else sub > 0.5).numpy()
+                if owners.shared(box, i):
+                    sub = sub & (owners.crop(box) == i)
                 tiles = tuple(
                     (t, c)
                     for t, c in geometry.tile_boxes(crop, config.fri_tile_side, config.fri_tile_overlap)
@@ -533,8 +544,8 @@ def _job_masks(job: RegionJob, mask_c: torch.Tensor) -> tuple[torch.Tensor, torc
     """(own, active) bool masks of a job's crop: the pixels it repaints and pastes back, and
     the pixels the model treats as unknown (its own plus those later crops will repaint;
     pixels that earlier crops repainted are known context now)."""
-    if job.owners is None:
-        return mask_c, mask_c
+    if job.owners is None or not job.owners.shared(job.box, job.region):
+        return mask_c, mask_c  # the crop holds only its own regions (no page-sized owner map needed)
     owner = torch.from_numpy(job.owners.crop(job.box))[None]
     return mask_c & (owner == job.region), mask_c & (owner >= job.region)
 
