@@ -27,6 +27,9 @@ from comfy_harness import import_comfy_on_cpu  # noqa: E402
 import_comfy_on_cpu(COMFYUI_DIR)
 
 import comfy.ldm.models.autoencoder  # noqa: E402
+import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel  # noqa: E402
+import comfy.ops  # noqa: E402
+import comfy.sample  # noqa: E402
 import comfy.sd  # noqa: E402
 import folder_paths  # noqa: E402
 import torch  # noqa: E402
@@ -149,6 +152,37 @@ def test_nodes_encode_ksampler_copy_decode(vaes, models_dir, caplog):
             bare = _run(sn.MDIMSymVAEDecode, symvae=handle, samples={"samples": sampled["samples"]}, fill="base", paste_outside_mask=True, tile_size=1024)
         assert torch.equal(bare, vae.decode(sampled["samples"]))
         assert "carries no source" in caplog.text
+
+
+def test_real_sampler_between_encode_and_decode(vaes):
+    """Core KSampler's path (comfy.sample with the LATENT's noise mask, then latent.copy())."""
+    from tiny_checkpoint import UNET_CONFIG, init_module
+
+    _, vae = vaes
+    unet = openaimodel.UNetModel(in_channels=4, operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+                                 **UNET_CONFIG)
+    init_module(unet, torch.Generator().manual_seed(0))
+    model = comfy.sd.load_diffusion_model_state_dict(unet.state_dict())
+    img = _page(64, 64)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask, set_noise_mask=True)
+        noise = comfy.sample.prepare_noise(latent["samples"], 3)
+        samples = comfy.sample.sample(model, noise, 3, 5.0, "euler", "simple", cond, cond, latent["samples"],
+                                      noise_mask=latent["noise_mask"], disable_pbar=True, seed=3)
+        sampled = latent.copy()  # what common_ksampler returns
+        sampled["samples"] = samples
+        assert {"mdim_source", "mdim_mask", "mdim_size"} <= set(sampled)
+        out = _run(sn.MDIMSymVAEDecode, symvae=handle, samples=sampled, fill="base", paste_outside_mask=True,
+                   tile_size=1024)
+    outside = mask[0] == 0
+    assert torch.equal(out[0][outside], img[0][outside])
+    assert (out[0][~outside] - img[0][~outside]).abs().max() > 1e-2  # the sampler repainted the hole
+    assert torch.equal(latent["samples"], _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask,
+                                                set_noise_mask=True)["samples"])  # deterministic, input kept
 
 
 def test_decode_size_mismatch_and_bad_files(vaes, models_dir):
