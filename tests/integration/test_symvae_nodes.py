@@ -248,3 +248,24 @@ def test_schema_tooltips_and_folder():
         assert schema.node_id.startswith("MDIM_") and schema.category.startswith("MDIM/")
         for item in list(schema.inputs) + list(schema.outputs):
             assert item.tooltip, (schema.node_id, getattr(item, "id", item))
+
+
+@pytest.mark.slow
+def test_cli_base_loader_reads_an_ldm_format_sd_vae_file(tmp_path):
+    """An SD VAE saved in ComfyUI's (original LDM) key layout loads for training with the same weights."""
+    from mdim_pack_under_test.mdim_core.symvae.base import load_base_vae
+    from safetensors.torch import save_file
+    from tiny_checkpoint import VAE_DDCONFIG, init_module
+
+    model = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(VAE_DDCONFIG), embed_dim=4)
+    init_module(model, torch.Generator().manual_seed(1))
+    sd = {f"first_stage_model.{k}": v.contiguous() for k, v in model.state_dict().items()}  # as in a checkpoint
+    path = tmp_path / "sd_vae.safetensors"
+    save_file(sd, str(path))
+    del sd
+    diff = load_base_vae(path)
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = model.decode(z)
+        b = diff.decode(z).sample
+    assert (a - b).abs().max().item() <= 1e-4
