@@ -113,8 +113,9 @@ def _as_mask(mask: torch.Tensor, batch: int, height: int, width: int, name: str 
 class SymmetricVAE(torch.nn.Module):
     """Skip-connected decoding on top of a base VAE that stays where it is (see module doc).
 
-    Only the adapters are parameters of this module (``state_dict`` holds adapters only);
-    the base VAE is referenced, never registered, copied or modified.
+    Only the adapters (and, after :meth:`enable_decoder_tuning`, a copy of the decoder's
+    full-resolution part) are parameters of this module; the base VAE is referenced, never
+    registered, copied or modified.
     """
 
     def __init__(self, base: torch.nn.Module, hidden: list[int] | None = None, seed: int = 0):
