@@ -398,7 +398,8 @@ def divide_background_lowres(gray: np.ndarray, low: np.ndarray, cell: int) -> np
 
 
 def estimate_blur(gray: np.ndarray) -> float:
-    """The Gaussian sigma (px) of the page's sharpest edges, from the centre half of the page.
+    """The Gaussian sigma (px) of the page's sharpest edges, from the centre of the page (half its
+    size, at most 1536 px square).
 
     A step of height ``h`` blurred by ``sigma`` has a largest gradient of ``h / (sqrt(2 pi) sigma)``:
     ``h`` is the 1st..99th percentile range, the gradient the 99.9th percentile of the central
@@ -408,7 +409,8 @@ def estimate_blur(gray: np.ndarray) -> float:
     """
     g = _gray2d(gray)
     h, w = g.shape
-    c = g[h // 4 : max(h // 4 + 3, 3 * h // 4), w // 4 : max(w // 4 + 3, 3 * w // 4)]
+    ch, cw = min(max(3, h // 2), 1536), min(max(3, w // 2), 1536)  # at most 1536 px square: fast on 600 dpi
+    c = g[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
     if c.shape[0] < 3 or c.shape[1] < 3:
         return 0.0
     gx = (c[1:-1, 2:] - c[1:-1, :-2]) * np.float32(0.5)  # central differences
