@@ -288,7 +288,7 @@ def process_page(page: Path, target: Path, settings: cleanup.CleanupSettings,
     src = imageio.read_page(page, keep_uint8=True)  # 8-bit scans stay uint8: 1/4 of the memory
     if src.dpi and not settings.dpi:
         settings = cleanup.CleanupSettings(**{**settings.as_dict(), "dpi": float(src.dpi[0])})
-    clean = cleanup.clean_page(src.pixels, settings)
+    clean = cleanup.clean_page(src.pixels, settings, name=page.name)
     src.pixels = None  # free the scan before the (large) write
     if steps is not None and steps.any:
         clean = _model_steps(clean, page, steps)

@@ -643,15 +643,25 @@ def despeckle(gray: np.ndarray, max_area: int = 16, radius: int = 0, threshold: 
 # the whole cleanup
 
 
-def clean_page(image: np.ndarray, settings: CleanupSettings | None = None, **options) -> np.ndarray:
+def _check_finite(page: np.ndarray, name: str) -> None:
+    """Reject NaN/inf pixels up front (a float64 sum propagates them without a full-size mask)."""
+    if page.dtype.kind == "f" and not np.isfinite(page.sum(dtype=np.float64)):
+        bad = int(np.count_nonzero(~np.isfinite(page)))
+        raise ValueError(f"{name} must contain finite values in 0..1; got {bad} NaN or infinite value(s)")
+
+
+def clean_page(image: np.ndarray, settings: CleanupSettings | None = None, *, name: str = "image",
+               **options) -> np.ndarray:
     """Clean one page: float32 ``[H, W]`` in 0..1 from a gray/RGB/RGBA page (see the module docstring).
 
-    Give a :class:`CleanupSettings` or its fields as keyword arguments.
+    Give a :class:`CleanupSettings` or its fields as keyword arguments. ``name`` is the input's
+    name used in error messages (a node input or a file name).
     """
     if settings is None:
         settings = CleanupSettings(**options)
     elif options:
         raise TypeError("clean_page: give either settings or keyword options, not both")
+    _check_finite(_check_page(image, name), name)
     gray = to_gray(image, settings.gray)
     if settings.background:
         low, cell = estimate_background_lowres(gray, cell=settings.cell, ink_size=settings.ink_size)

@@ -106,7 +106,7 @@ class MDIMScanCleanup(io.ComfyNode):
         out = []
         for page in image:
             arr = page.detach().to("cpu", torch.float32).numpy()  # a view or a copy: never written to
-            clean = cleanup.clean_page(np.ascontiguousarray(arr[..., :3]), settings)
+            clean = cleanup.clean_page(np.ascontiguousarray(arr[..., :3]), settings, name="image")
             out.append(torch.from_numpy(clean)[..., None].expand(-1, -1, 3))
         return io.NodeOutput(torch.stack(out).contiguous())
 

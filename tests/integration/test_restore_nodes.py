@@ -52,6 +52,10 @@ def test_node_options_and_bad_input(inprocess_comfy, test_images):
         inprocess_comfy.run("MDIM_ScanCleanup", image=image, **{**DEFAULTS, "black_point": 200.0, "white_point": 100.0})
     with pytest.raises(ValueError, match="image"):
         inprocess_comfy.run("MDIM_ScanCleanup", image=image[:, :0], **DEFAULTS)
+    nan = image.clone()
+    nan[0, 3, 4, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^image must contain finite values in 0\.\.1; got 1 NaN"):
+        inprocess_comfy.run("MDIM_ScanCleanup", image=nan, **DEFAULTS)
 
 
 def test_schema_is_served(comfy_server):
