@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import comfy.model_management
+import comfy.utils
 import numpy as np
 import torch
 from comfy_api.latest import io
@@ -104,10 +106,13 @@ class MDIMScanCleanup(io.ComfyNode):
             bleed_through=float(bleed_through), despeckle=int(despeckle), deskew=bool(deskew),
         )
         out = []
+        progress = comfy.utils.ProgressBar(len(image))
         for page in image:
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel stops between pages
             arr = page.detach().to("cpu", torch.float32).numpy()  # a view or a copy: never written to
             clean = cleanup.clean_page(np.ascontiguousarray(arr[..., :3]), settings, name="image")
             out.append(torch.from_numpy(clean)[..., None].expand(-1, -1, 3))
+            progress.update(1)
         return io.NodeOutput(torch.stack(out).contiguous())
 
 

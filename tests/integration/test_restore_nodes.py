@@ -80,3 +80,40 @@ def test_restoration_workflows_run(name, workflow_prompt, comfy_run, comfy_image
         expect = cleanup.clean_page(scan.astype(np.float32) / 255.0)
         got = images[0][..., 0].astype(np.float32) / 255.0
         assert np.abs(got - expect).max() <= 1 / 255 + 1e-6
+
+
+def test_progress_reaches_the_batch_size_and_cancel_stops_the_node(inprocess_comfy, test_images, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+
+    image = torch.cat([_batch(test_images)[:, :96, :80]] * 2)  # four small pages
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
+                        lambda value, total, preview, node_id=None: calls.append((value, total)))
+    (out,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
+    assert out.shape[0] == 4
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    calls.clear()
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert calls == []  # stopped before the first page was cleaned
+
+    def cancel_after_first_page(value, total, preview, node_id=None):
+        calls.append((value, total))
+        comfy.model_management.interrupt_current_processing(True)  # the user presses Cancel now
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", cancel_after_first_page)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert calls == [(1, 4)]  # stopped between pages, not at the end of the batch
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", None)
+    (again,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)  # a later run is not cancelled
+    assert torch.equal(again, out)
