@@ -272,3 +272,56 @@ def test_large_pages_are_tiled_by_default(vae):
     assert sym._tile_size(1032, 1024, None) == 1024  # larger pages: 1024 px tiles
     assert sym._tile_size(4000, 4000, 0) is None  # 0 = never tile
     assert sym._tile_size(4000, 4000, 512) == 512
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_progress_called_once_per_tile_and_can_cancel(vae):
+    sym = SymmetricVAE(vae)
+    _randomise(sym, seed=3, scale=0.2)
+    img = _page(9, h=128, w=96)
+    z = sym.encode(img)
+    # 128x96 px in 64-px tiles with 32-px overlap: 3 x 2 tiles
+    calls = []
+    out = sym.decode(z, source=img, tile=64, overlap=32, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 6) for i in range(1, 7)]
+    assert torch.equal(out, sym.decode(z, source=img, tile=64, overlap=32))  # the callback changes nothing
+    calls.clear()
+    sym.decode(z, source=img, tile=0, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 1)]
+    calls.clear()
+    sym.restore(img, tile=64, overlap=32, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 6) for i in range(1, 7)]
+    calls.clear()
+    sym.restore(img[:, :64, :64], tile=1024, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 1)]
+
+    # raising stops the run at once; inputs stay as they were
+    mask = torch.zeros(1, 128, 96)
+    mask[:, 20:90, 10:60] = 1
+    copies = (img.clone(), mask.clone(), z.clone())
+    for run in (
+        lambda p: sym.decode(z, source=img, mask=mask, tile=64, overlap=32, progress=p),
+        lambda p: sym.restore(img, tile=64, overlap=32, progress=p),
+    ):
+        seen = []
+
+        def cancel_at_2(done, total, seen=seen):
+            seen.append(done)
+            if done == 2:
+                raise _Stop
+
+        with pytest.raises(_Stop):
+            run(cancel_at_2)
+        assert seen == [1, 2]  # no tile after the one that raised
+        assert torch.equal(img, copies[0]) and torch.equal(mask, copies[1]) and torch.equal(z, copies[2])
+
+
+def test_nan_message_says_what_is_expected(vae):
+    sym = SymmetricVAE(vae)
+    img = _page(8).clone()
+    img[0, 3, 4, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"image: contains 1 NaN or infinite value\(s\); expected finite values in 0\.\.1"):
+        sym.restore(img)

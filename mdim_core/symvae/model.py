@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,9 @@ FILL_MODES = ("base", "white")
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 128
 DEFAULT_GATE_DILATION = 8
+
+#: ``progress(done, total)``: called after every tile of a decode/restore; may raise to cancel.
+Progress = Callable[[int, int], None]
 
 
 class Adapter(torch.nn.Module):
@@ -85,7 +89,8 @@ def _as_bhwc(image: torch.Tensor, name: str) -> torch.Tensor:
     if image.shape[1] < 8 or image.shape[2] < 8:
         raise ValueError(f"{name}: image must be at least 8x8 pixels, got {tuple(image.shape[1:3])}")
     if not torch.isfinite(image).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
     if image.shape[-1] == 1:
         image = image.expand(-1, -1, -1, 3)
     elif image.shape[-1] == 4:
@@ -296,8 +301,13 @@ class SymmetricVAE(torch.nn.Module):
         gate_dilation: int = DEFAULT_GATE_DILATION,
         tile: int | None = None,
         overlap: int = DEFAULT_OVERLAP,
+        progress: Progress | None = None,
     ) -> torch.Tensor:
-        """Decode ``latent`` with skip features of ``source`` (see the module docstring)."""
+        """Decode ``latent`` with skip features of ``source`` (see the module docstring).
+
+        ``progress(done, total)`` is called after every tile (once, ``(1, 1)``, when not tiled);
+        it may raise (e.g. to cancel), which stops the run before the next tile.
+        """
         if not isinstance(latent, torch.Tensor) or latent.ndim != 4:
             raise ValueError(f"latent: expected a tensor [B,C,h,w], got {getattr(latent, 'shape', type(latent))}")
         if latent.shape[1] != self._layout.latent_channels:
@@ -330,8 +340,10 @@ class SymmetricVAE(torch.nn.Module):
         tile = self._tile_size(H, W, tile)
         if tile is None or (H <= tile and W <= tile):
             out = self._decode_one(latent, source, mask, fill, gate_dilation, device, dtype)
+            if progress is not None:
+                progress(1, 1)
         else:
-            out = self._decode_tiled(latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype)
+            out = self._decode_tiled(latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype, progress)
         return out.to(out_device)
 
     def _tile_size(self, H: int, W: int, tile: int | None) -> int | None:
@@ -360,28 +372,41 @@ class SymmetricVAE(torch.nn.Module):
             y = self.skip_decode(z, x, gates)
         return ((y.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
-    def _decode_tiled(self, latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype):
+    def _decode_tiled(self, latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype, progress=None):
         f = self.downscale
         b, _, h, w = latent.shape
         lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
         out = torch.zeros(b, h * f, w * f, 3)
         weight = torch.zeros(1, h * f, w * f, 1)
-        for y0, y1 in _spans(h, lt, lo):
-            for x0, x1 in _spans(w, lt, lo):
+        ys, xs = _spans(h, lt, lo), _spans(w, lt, lo)
+        total, done = len(ys) * len(xs), 0
+        for y0, y1 in ys:
+            for x0, x1 in xs:
                 src = None if source is None else source[:, y0 * f : y1 * f, x0 * f : x1 * f]
                 msk = None if mask is None else mask[:, y0 * f : y1 * f, x0 * f : x1 * f]
                 part = self._decode_one(latent[:, :, y0:y1, x0:x1], src, msk, fill, gate_dilation, device, dtype)
                 ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
                 out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
                 weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         return out / weight
 
     @torch.no_grad()
-    def restore(self, image: torch.Tensor, *, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+    def restore(
+        self,
+        image: torch.Tensor,
+        *,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
         """Old scan -> clean page: encode and decode with the scan's own skip features.
 
         Any size: the page is padded (edge replicate) to a multiple of 8 and cropped back.
         Large pages run in overlapping tiles. Returns [B,H,W,3] float32 in 0..1.
+        ``progress(done, total)`` is called after every tile (see :meth:`decode`).
         """
         image = _as_bhwc(image, "image")
         b, H, W, _ = image.shape
@@ -392,25 +417,30 @@ class SymmetricVAE(torch.nn.Module):
             x = F.pad(image.movedim(-1, 1), (0, pw, 0, ph), mode="replicate").movedim(1, -1)
         tile = self._tile_size(x.shape[1], x.shape[2], tile)
         if tile is None or (x.shape[1] <= tile and x.shape[2] <= tile):
-            out = self.decode(self.encode(x), source=x, tile=0)
+            out = self.decode(self.encode(x), source=x, tile=0, progress=progress)
         else:
-            out = self._restore_tiled(x, tile, overlap)
+            out = self._restore_tiled(x, tile, overlap, progress)
         return out[:, :H, :W].to(image.device)
 
-    def _restore_tiled(self, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    def _restore_tiled(self, x: torch.Tensor, tile: int, overlap: int, progress: Progress | None = None) -> torch.Tensor:
         f = self.downscale
         b, H, W, _ = x.shape
         lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
         h, w = H // f, W // f
         out = torch.zeros(b, H, W, 3)
         weight = torch.zeros(1, H, W, 1)
-        for y0, y1 in _spans(h, lt, lo):
-            for x0, x1 in _spans(w, lt, lo):
+        ys, xs = _spans(h, lt, lo), _spans(w, lt, lo)
+        total, done = len(ys) * len(xs), 0
+        for y0, y1 in ys:
+            for x0, x1 in xs:
                 part_in = x[:, y0 * f : y1 * f, x0 * f : x1 * f]
                 part = self.decode(self.encode(part_in), source=part_in, tile=0)
                 ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
                 out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
                 weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         return out / weight
 
 
