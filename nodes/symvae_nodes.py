@@ -131,6 +131,9 @@ def _rgb(image: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[-1]}")
     if image.shape[1] < 8 or image.shape[2] < 8:
         raise ValueError(f"{name}: at least 8x8 pixels needed, got {image.shape[2]}x{image.shape[1]}")
+    if not bool(torch.isfinite(image).all()):
+        bad = int((~torch.isfinite(image)).sum())
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
     return image
 
 

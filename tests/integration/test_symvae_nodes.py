@@ -269,3 +269,15 @@ def test_cli_base_loader_reads_an_ldm_format_sd_vae_file(tmp_path):
         a = model.decode(z)
         b = diff.decode(z).sample
     assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_encode_nan_names_the_image_input(vaes):
+    _, vae = vaes
+    img = _page().clone()
+    img[0, 5, 6, 0] = float("nan")
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        with pytest.raises(ValueError, match=r"^image: contains 1 NaN or infinite value\(s\); expected finite values in 0\.\.1"):
+            _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, set_noise_mask=True)
+        with pytest.raises(ValueError, match=r"^image: .*expected finite values in 0\.\.1"):
+            _run(sn.MDIMSymVAERestore, symvae=handle, image=img * float("inf"), tile_size=0, grayscale=True)
