@@ -204,8 +204,9 @@ class MDIMSymVAEEncode(io.ComfyNode):
                     "mask",
                     optional=True,
                     tooltip=(
-                        "Optional: what will be repainted (1 = repaint, e.g. text to remove). Its features are "
-                        "switched off at decode time so the removed content never comes back."
+                        "Optional: what will be repainted (1 = repaint, e.g. text to remove). Cleaned like MDIM "
+                        "SGIM Inpaint's mask: values >= 0.5 are the mask (soft or JPEG masks included). Its "
+                        "features are switched off at decode time so the removed content never comes back."
                     ),
                 ),
                 io.Boolean.Input(
@@ -227,8 +228,8 @@ class MDIMSymVAEEncode(io.ComfyNode):
         latent = handle.encode(source)
         out = {"samples": latent, "mdim_source": source, "mdim_size": (h, w)}
         if mask is not None:
-            m = mdim_masks.normalize_mask(mask, batch=b, size=(h, w), name="mask")
-            m = mdim_masks.snap_near_binary(m)
+            # the same cleanup as MDIM SGIM Inpaint: 1 where the mask is >= 0.5 (JPEG masks included)
+            m = mdim_masks.clean(mask, batch=b, size=(h, w), name="mask")
             pm = _pad8(m, f).contiguous()
             out["mdim_mask"] = pm
             if set_noise_mask:
@@ -323,8 +324,8 @@ class MDIMSymVAEDecode(io.ComfyNode):
         out = handle.decode(latent, source=source, mask=mask, fill=fill, tile=tile_size or 0)
         if mask is not None and paste_outside_mask:
             src = source.to(out)
-            m = mask.to(out)[..., None]
-            out = torch.where(m > 0, src * (1.0 - m) + out * m, src)
+            hole = mdim_masks.binarize(mask.to("cpu"), dtype=torch.bool).to(out.device)[..., None]
+            out = torch.where(hole, out, src)
         if size is not None:
             out = out[:, : size[0], : size[1]]
         return io.NodeOutput(out.contiguous())

@@ -281,3 +281,47 @@ def test_encode_nan_names_the_image_input(vaes):
             _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, set_noise_mask=True)
         with pytest.raises(ValueError, match=r"^image: .*expected finite values in 0\.\.1"):
             _run(sn.MDIMSymVAERestore, symvae=handle, image=img * float("inf"), tile_size=0, grayscale=True)
+
+
+def _jpeg_mask(h, w, quality=75):
+    """A rectangle mask saved and loaded as a JPEG (what LoadImage gives for a .jpg mask)."""
+    import io as _io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    m = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(m)
+    draw.ellipse((7, 9, 39, 45), fill=255)  # a speech balloon and a stroke of SFX
+    draw.line((40, 50, 56, 28), fill=255, width=5)
+    buf = _io.BytesIO()
+    m.save(buf, format="JPEG", quality=quality)
+    loaded = np.asarray(Image.open(_io.BytesIO(buf.getvalue())).convert("L"), dtype=np.float32) / 255.0
+    return torch.from_numpy(loaded)[None]
+
+
+def test_jpeg_mask_is_cleaned_like_sgim_and_pasted_exactly(vaes, models_dir):
+    _, vae = vaes
+    sym = SymmetricVAE(vae.first_stage_model)
+    _randomise(sym, seed=5)
+    save_adapters(sym, models_dir / "page.safetensors")
+    img = _page(61, 58, seed=2)
+    mask = _jpeg_mask(61, 58)
+    # the JPEG really has the in-between values the cleanup must handle
+    assert bool(((mask > 0.05) & (mask < 0.15)).any()) and bool(((mask >= 0.5) & (mask < 0.95)).any())
+    hole = pack.mdim_core.masks.clean(mask, batch=1, size=(61, 58))[0] > 0  # MDIM SGIM Inpaint's cleanup
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="page.safetensors", allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask, set_noise_mask=True)
+        assert torch.equal(latent["mdim_mask"][0, :61, :58] > 0, hole)
+        assert set(latent["mdim_mask"].unique().tolist()) <= {0.0, 1.0}
+        sampled = latent.copy()
+        sampled["samples"] = latent["samples"] + 0.3 * torch.randn(
+            latent["samples"].shape, generator=torch.Generator().manual_seed(4))
+        kw = dict(symvae=handle, samples=sampled, fill="base", tile_size=1024)
+        out = _run(sn.MDIMSymVAEDecode, paste_outside_mask=True, **kw)
+        raw = _run(sn.MDIMSymVAEDecode, paste_outside_mask=False, **kw)
+    assert torch.equal(out[0][~hole], img[0][~hole])  # mask values 0.05..0.5 included: untouched
+    assert torch.equal(out[0][hole], raw[0][hole])  # mask values 0.5..0.95 included: fully replaced
+    assert (raw[0][hole] - img[0][hole]).abs().max().item() > 1e-2  # the replacement is a real change
+
