@@ -21,6 +21,7 @@ import logging
 import os
 
 import comfy.model_management
+import comfy.utils
 import folder_paths
 import torch
 import torch.nn.functional as F
@@ -50,13 +51,14 @@ class SymVAEHandle:
 
     Python API for other nodes (IMAGE/MASK/LATENT tensors as ComfyUI passes them)::
 
-        handle.decode(latent, source=None, mask=None, fill="base", tile=1024) -> IMAGE
+        handle.decode(latent, source=None, mask=None, fill="base", tile=1024, progress=None) -> IMAGE
             latent: raw latent [B,4,h,w] (a LATENT's "samples"); source: IMAGE exactly 8x the
             latent's size (the original page or crop) or None (= plain VAE decode); mask:
             MASK of the source's size, 1 = repaint (the hole is filled and its skips gated,
             so removed text never comes back). Returns IMAGE [B,8h,8w,3] on the CPU.
+            progress: optional ``progress(done, total)`` called after every tile (may raise).
         handle.encode(image) -> raw latent (the host VAE's encode)
-        handle.restore(image, tile=1024) -> IMAGE, old scan -> clean page
+        handle.restore(image, tile=1024, progress=None) -> IMAGE, old scan -> clean page
         handle.vae  the host VAE;  handle.sym  the mdim_core SymmetricVAE
     """
 
@@ -71,7 +73,7 @@ class SymVAEHandle:
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(image[..., :3])
 
-    def decode(self, latent, source=None, mask=None, fill: str = "base", tile: int | None = 1024) -> torch.Tensor:
+    def decode(self, latent, source=None, mask=None, fill: str = "base", tile: int | None = 1024, progress=None) -> torch.Tensor:
         if source is None:
             return self.vae.decode(latent)[..., :3].float()
         self._load()
@@ -82,12 +84,13 @@ class SymVAEHandle:
             mask=None if mask is None else mask.to(device),
             fill=fill,
             tile=tile,
+            progress=progress,
         )
         return out.to(comfy.model_management.intermediate_device())
 
-    def restore(self, image: torch.Tensor, tile: int | None = 1024) -> torch.Tensor:
+    def restore(self, image: torch.Tensor, tile: int | None = 1024, progress=None) -> torch.Tensor:
         self._load()
-        out = self.sym.restore(image.to(self.vae.device), tile=tile)
+        out = self.sym.restore(image.to(self.vae.device), tile=tile, progress=progress)
         return out.to(comfy.model_management.intermediate_device())
 
 
@@ -135,6 +138,20 @@ def _rgb(image: torch.Tensor, name: str) -> torch.Tensor:
         bad = int((~torch.isfinite(image)).sum())
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
     return image
+
+
+def _progress():
+    """A ``progress(done, total)`` for mdim_core's tiled runs: ComfyUI's progress bar and Cancel."""
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    return progress
 
 
 class MDIMSymVAELoader(io.ComfyNode):
@@ -321,7 +338,7 @@ class MDIMSymVAEDecode(io.ComfyNode):
                 f"to {want[1]}x{want[0]}; the latent was resized or cropped after MDIM Symmetric VAE Encode. "
                 "Encode the resized image again, or use VAE Decode."
             )
-        out = handle.decode(latent, source=source, mask=mask, fill=fill, tile=tile_size or 0)
+        out = handle.decode(latent, source=source, mask=mask, fill=fill, tile=tile_size or 0, progress=_progress())
         if mask is not None and paste_outside_mask:
             src = source.to(out)
             hole = mdim_masks.binarize(mask.to("cpu"), dtype=torch.bool).to(out.device)[..., None]
@@ -366,7 +383,7 @@ class MDIMSymVAERestore(io.ComfyNode):
     def execute(cls, symvae, image, tile_size, grayscale) -> io.NodeOutput:
         handle = _check_handle(symvae)
         image = _rgb(image, "image")
-        out = handle.restore(image.float(), tile=tile_size or 0)
+        out = handle.restore(image.float(), tile=tile_size or 0, progress=_progress())
         if grayscale:
             out = out.mean(dim=-1, keepdim=True).expand(-1, -1, -1, 3)
         return io.NodeOutput(out.contiguous())
