@@ -32,6 +32,39 @@ def _pages(image) -> torch.Tensor:
     return image
 
 
+WHITE_WARNING = 0.995  # share of pure-white pixels above which a page is taken for a loading problem
+
+
+def _warn_flat_pages(image: torch.Tensor) -> None:
+    """Log a warning for pages that are (almost) all white or one flat value: usually a loading problem.
+
+    ComfyUI's Load Image reads 16-bit grayscale PNG/TIFF scans (mode I;16) as an all-white page
+    (only values below 256 of 65535 keep any darkness), so the cleaned page is white too. The pixels
+    are left as they are; the warning names the cause and the fix.
+    """
+    rgb = image[..., :3]
+    white = (rgb == 1.0).all(dim=-1).flatten(1).float().mean(dim=1)
+    flat = rgb.flatten(1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    whites = [i + 1 for i in range(len(flat)) if white[i] >= WHITE_WARNING]
+    flats = [(i + 1, float(hi[i])) for i in range(len(flat)) if lo[i] == hi[i] and white[i] < WHITE_WARNING]
+    if whites:
+        log.warning(
+            "[MDIM] Scan Cleanup: image page(s) %s of %d are all or almost all white, so the cleaned page is "
+            "white too. ComfyUI's Load Image turns 16-bit grayscale PNG/TIFF scans (mode I;16) into a white "
+            "page: convert the scan to 8-bit first, or clean it with `python -m mdim_core restore`, which "
+            "reads 16-bit scans.", _list(whites), len(flat))
+    if flats:
+        log.warning(
+            "[MDIM] Scan Cleanup: image page(s) %s of %d are one flat value (%s) with no ink: check the node "
+            "that feeds image.", _list([i for i, _ in flats]), len(flat),
+            ", ".join(f"{v:.3g}" for _, v in flats[:10]))
+
+
+def _list(pages: list[int]) -> str:
+    return ", ".join(map(str, pages[:10])) + (" ..." if len(pages) > 10 else "")
+
+
 class MDIMScanCleanup(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -105,6 +138,7 @@ class MDIMScanCleanup(io.ComfyNode):
             white_point=float(white_point), sharpen=float(sharpen), dpi=float(dpi),
             bleed_through=float(bleed_through), despeckle=int(despeckle), deskew=bool(deskew),
         )
+        _warn_flat_pages(image)
         out = []
         progress = comfy.utils.ProgressBar(len(image))
         for page in image:

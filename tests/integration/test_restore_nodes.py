@@ -117,3 +117,41 @@ def test_progress_reaches_the_batch_size_and_cancel_stops_the_node(inprocess_com
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", None)
     (again,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)  # a later run is not cancelled
     assert torch.equal(again, out)
+
+
+def test_16bit_scan_through_core_load_image_is_white_and_the_node_warns(inprocess_comfy, test_images, tmp_path,
+                                                                       caplog):
+    import importlib
+    from pathlib import Path
+
+    import folder_paths
+    from PIL import Image
+
+    comfy_nodes = importlib.import_module("nodes")
+    assert Path(comfy_nodes.__file__).resolve().parent == Path(inprocess_comfy.comfy_dir).resolve()
+    scan8 = test_images["mdim_example_old_scan.png"][:96, :80, 0]
+    for ext in ("png", "tif"):
+        name = f"mdim_scan16.{ext}"
+        Image.fromarray(scan8.astype(np.uint16) * 257).save(Path(folder_paths.get_input_directory()) / name)
+        assert Image.open(Path(folder_paths.get_input_directory()) / name).mode == "I;16"
+        loaded, _ = comfy_nodes.LoadImage().load_image(name)
+        # the host's loader whitens the 16-bit scan: only its pure-black pixels (0 < 256) keep any ink
+        assert (scan8 < 128).mean() > 0.2 and (loaded == 1.0).all(-1).float().mean() > 0.995
+        assert torch.equal(loaded[0, ..., 0] < 1.0, torch.from_numpy(scan8 == 0))
+
+        before = loaded.clone()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="MDIM"):
+            (out,) = inprocess_comfy.run("MDIM_ScanCleanup", image=loaded, **DEFAULTS)
+        assert torch.equal(loaded, before) and (out == 1.0).float().mean() > 0.99  # pixels are not altered
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "almost all white" in warnings[0] and "I;16" in warnings[0]
+        assert "convert the scan to 8-bit" in warnings[0] and "python -m mdim_core restore" in warnings[0]
+
+    # a flat gray page gets the generic warning; a real page none
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="MDIM"):
+        inprocess_comfy.run("MDIM_ScanCleanup", image=torch.full((2, 32, 24, 3), 0.5), **DEFAULTS)
+        inprocess_comfy.run("MDIM_ScanCleanup", image=_batch(test_images)[:, :96, :80], **DEFAULTS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "page(s) 1, 2 of 2 are one flat value (0.5, 0.5)" in warnings[0]
