@@ -52,6 +52,25 @@ def import_comfy_on_cpu(comfyui_dir: str | os.PathLike) -> None:
             raise RuntimeError("comfy.model_management was imported before CPU mode was set")
 
 
+PACK_MODULE_NAME = "mdim_pack_under_test"
+
+
+def load_pack_in_process():
+    """Import the repository as a package named ``mdim_pack_under_test``, as ComfyUI does with a custom node
+    folder (its submodules import each other relatively). Call :func:`import_comfy_on_cpu` first."""
+    import importlib.util
+
+    if PACK_MODULE_NAME in sys.modules:
+        return sys.modules[PACK_MODULE_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # --------------------------------------------------------------------------- server
 
 

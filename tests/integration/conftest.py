@@ -22,7 +22,6 @@ Fixtures (see docs/readme/integration-tests.md):
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
@@ -46,6 +45,7 @@ from comfy_harness import (  # noqa: E402
     ComfyServer,
     fetch_image,
     import_comfy_on_cpu,
+    load_pack_in_process,
     output_images,
     run_prompt,
     start_server,
@@ -57,7 +57,6 @@ from workflow_validation import shipped_workflows, shipped_workflows_dir, substi
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 FIRST_PORT = int(os.environ.get("MDIM_TEST_PORT", "18181"))
 PORT_RANGE = range(FIRST_PORT, FIRST_PORT + 9)
-PACK_MODULE_NAME = "mdim_pack_under_test"
 
 # File names the server sees. Shipped workflows use the placeholder names; they are linked to the
 # tiny checkpoints and generated images so workflows run unchanged.
@@ -330,19 +329,6 @@ def workflow_prompt(comfy_server):
 
 
 # --------------------------------------------------------------------------- in-process comfy
-
-
-def load_pack_in_process() -> types.ModuleType:
-    """Import the repository as a package (as ComfyUI does with a custom node folder)."""
-    if PACK_MODULE_NAME in sys.modules:
-        return sys.modules[PACK_MODULE_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACK_MODULE_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ if not COMFYUI_DIR:
     pytest.skip("COMFYUI_DIR is not set: real-host tests skipped", allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_harness import import_comfy_on_cpu  # noqa: E402
+from comfy_harness import import_comfy_on_cpu, load_pack_in_process  # noqa: E402
 
 import_comfy_on_cpu(COMFYUI_DIR)
 
@@ -41,20 +41,7 @@ from tiny_checkpoint import UNET_CONFIG, _init_module  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_pack():
-    name = "mdim_pack_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pack = _load_pack()
+pack = load_pack_in_process()
 from mdim_pack_under_test.mdim_core import schedule  # noqa: E402
 from mdim_pack_under_test.nodes import schedule_nodes  # noqa: E402
 
