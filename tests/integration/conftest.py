@@ -6,7 +6,7 @@ imports ``comfy`` unless a fixture that needs it runs, so the unit suite (CI) ne
 Test modules in this folder must not import ``comfy`` at module level either: use the
 ``inprocess_comfy`` fixture, or skip the module first when ``COMFYUI_DIR`` is unset.
 
-Fixtures (see docs/readme/integration-tests.md):
+Fixtures (see "Testing against a real ComfyUI" in README.md):
 - ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting)
   and of a tiny ControlNet for them.
 - ``comfy_server``: one ComfyUI server per session with the pack symlinked into ``custom_nodes`` and
