@@ -1,6 +1,6 @@
 """Set-up-and-run helper for a fresh machine (standard library only).
 
-    python3 dev.py demo    # cleans the bundled old scan: examples/old_scan.png -> out/old_scan.png
+    python3 dev.py demo    # cleans the bundled old scan: samples/old_scan.png -> out/old_scan.png
     python3 dev.py test    # ruff + the test suite (what CI runs)
 
 On first use it creates ``.venv`` with CPU torch (``MDIM_TORCH_SPEC``, default ``torch==2.13.0``; set it to
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     py = ensure_env()
     try:
         if argv[0] == "demo":
-            run(py, "-m", "mdim_core", "restore", "examples/old_scan.png", "-o", "out/")
+            run(py, "-m", "mdim_core", "restore", "samples/old_scan.png", "-o", "out/")
         else:
             run(py, "-m", "ruff", "check", ".")
             run(py, "-m", "pytest", "-q")

@@ -160,10 +160,10 @@ def test_cli_single_page_and_format(volume, tmp_path, capsys):
 
 def test_readme_main_job_from_a_fresh_checkout(tmp_path):
     """The README's first command, as a user runs it: bundled example, no weights."""
-    example = REPO / "examples" / "old_scan.png"
+    example = REPO / "samples" / "old_scan.png"
     assert example.is_file() and example.stat().st_size < 1_100_000
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-m", "mdim_core", "restore", "examples/old_scan.png", "-o", str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-m", "mdim_core", "restore", "samples/old_scan.png", "-o", str(tmp_path / "out")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     page = imageio.read_page(tmp_path / "out" / "old_scan.png")

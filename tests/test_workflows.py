@@ -15,11 +15,13 @@ import pytest
 from workflow_validation import (
     CORE_SCHEMA_PATH,
     MDIM_SCHEMA_PATH,
+    TEMPLATE_FOLDERS,
     WorkflowError,
     declared_node_ids,
     input_specs,
     load_schema,
     shipped_workflows,
+    shipped_workflows_dir,
     spec_options,
     substitute_inputs,
     types_compatible,
@@ -555,3 +557,12 @@ def test_bypassed_node_passes_the_input_the_editor_would_pick(schema):
     # a muted source leaves the input out as well
     _node(graph, 9)["mode"] = 2
     assert "images" not in ui_to_api(graph, schema)["7"]["inputs"]
+
+
+def test_comfyui_serves_the_folder_that_holds_the_workflows():
+    """ComfyUI 0.8.0 serves a pack's templates only from the first existing folder of TEMPLATE_FOLDERS."""
+    present = [name for name in TEMPLATE_FOLDERS if (REPO / name).is_dir()]
+    shipped = shipped_workflows_dir().name
+    assert present[0] == shipped, (
+        f"{present[0]}/ hides {shipped}/: the editor would list the workflows but fail to open them"
+    )

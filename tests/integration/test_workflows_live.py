@@ -79,3 +79,14 @@ def test_shipped_workflow_runs(path, workflow_prompt, comfy_run, comfy_images, t
             f"{path.name}: image of size {image.shape[:2]}, expected one of {allowed}"
         )
         assert image.dtype.kind == "u"
+
+
+def test_shipped_workflows_are_offered_as_templates(comfy_server):
+    """The host lists workflows/*.json of the pack in its template browser and serves them unchanged."""
+    from comfy_harness import PACK_DIR_NAME
+
+    listed = comfy_server.get_json("/workflow_templates")
+    assert sorted(listed.get(PACK_DIR_NAME, [])) == sorted(p.stem for p in WORKFLOWS)
+    for path in WORKFLOWS:
+        served = comfy_server.get_json(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+        assert served == json.loads(path.read_text(encoding="utf-8")), path.name

@@ -1,9 +1,9 @@
-"""Write ``examples/old_scan.png``: a generated manga page aged like an old yellowed scan.
+"""Write ``samples/old_scan.png``: a generated manga page aged like an old yellowed scan.
 
 The page comes from the pack's page generator and aging simulator, so it is reproducible and free
-to ship: ``python examples/make_example.py`` rewrites the same file (``--docs`` also redraws the
+to ship: ``python samples/make_example.py`` rewrites the same file (``--docs`` also redraws the
 README's before/after picture, docs/images/restoration_before_after.jpg). It is the input of the README's
-first command, ``python -m mdim_core restore examples/old_scan.png -o out/``.
+first command, ``python -m mdim_core restore samples/old_scan.png -o out/``.
 """
 
 from __future__ import annotations
