@@ -60,6 +60,8 @@ class PassInfo:
         tile: 0-based index of this FRI tile when a large crop's FRI runs in tiles
             (``box`` is then the tile's box in the page), else 0.
         tiles: number of FRI tiles of this crop (1 when untiled).
+        page_size: ``(H, W)`` of the whole page in pixels. ``box`` relative to it says which
+            part of page-sized inputs (a ControlNet hint, an area) belongs to this pass.
     """
 
     name: PassName
@@ -75,6 +77,7 @@ class PassInfo:
     padded_size: tuple[int, int]
     tile: int = 0
     tiles: int = 1
+    page_size: tuple[int, int] | None = None
 
 
 @runtime_checkable

@@ -554,8 +554,9 @@ def _job_masks(job: RegionJob, mask_c: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 class _Runner:
-    def __init__(self, host, config: SGIMConfig, jobs: list[RegionJob]):
+    def __init__(self, host, config: SGIMConfig, jobs: list[RegionJob], page_size: tuple[int, int]):
         self.host = host
+        self.page_size = page_size
         self.config = config
         self.count = sum(1 + j.fri_passes for j in jobs)
         self.total = sum(config.steps + config.fri_steps * j.fri_passes for j in jobs)
@@ -594,6 +595,7 @@ class _Runner:
             padded_size=tuple(img_p.shape[1:3]),
             tile=0 if tile is None else tile[0],
             tiles=1 if tile is None else tile[1],
+            page_size=self.page_size,
         )
         seed = job.seed if tile is None else (job.seed + (tile[0] << 32)) % SEED_LIMIT
         latent = host.encode(img_p)
@@ -662,7 +664,7 @@ def inpaint(
 
     gray = base.float().mean(dim=-1) if config.limit_to_panel else None
     jobs = plan((height, width), m, config, seed=seed, page_gray=gray)
-    runner = _Runner(host, config, jobs)
+    runner = _Runner(host, config, jobs, (height, width))
     log.info(
         "[MDIM] SGIM: %d region(s), %d pass(es), %d steps; crops %s",
         len(jobs),
