@@ -263,3 +263,27 @@ def shrink_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return mask
     area = F.interpolate(mask[:, None].float(), size=size, mode="area")[:, 0]
     return (area > 1e-6).float()
+
+
+def sample_box(small: torch.Tensor, size: tuple[int, int], box: Box) -> torch.Tensor:
+    """The part ``box`` of ``small`` ``[B, h, w, C]`` resized to ``size`` ``(H, W)``, without resizing the rest.
+
+    Equals ``resize_image(small, size)[:, y0:y1, x0:x1]`` for enlarging (the same bicubic
+    kernel and pixel-centre mapping, ``align_corners=False``; only the clamping at the image
+    border differs slightly), at the cost of the box alone: a page-sized enlargement is never
+    built. ``box`` is in the pixels of ``size``. Clamped to 0..1.
+    """
+    h, w = small.shape[1:3]
+    big_h, big_w = size
+    y0, x0, y1, x1 = box
+    if (h, w) == (big_h, big_w):
+        return small[:, y0:y1, x0:x1]
+    # pixel centres of the box in the normalised coordinates of the whole image (grid_sample: x, y order)
+    ys = (torch.arange(y0, y1, dtype=torch.float64) + 0.5) * (2.0 / big_h) - 1.0
+    xs = (torch.arange(x0, x1, dtype=torch.float64) + 0.5) * (2.0 / big_w) - 1.0
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).float()
+    grid = grid.expand(small.shape[0], -1, -1, -1)
+    out = F.grid_sample(
+        small.permute(0, 3, 1, 2).float(), grid, mode="bicubic", padding_mode="border", align_corners=False
+    )
+    return out.clamp(0.0, 1.0).permute(0, 2, 3, 1).contiguous()

@@ -1,30 +1,33 @@
 """SGIM: two-pass inpainting of full pages (structure-guided pass, then full-resolution refinement).
 
 One implementation for every host (ComfyUI, diffusers, test hosts); the host supplies the
-model through ``mdim_core.host.SGIMHost``. For every region of the mask:
+model through ``mdim_core.host.SGIMHost``. For each page (or, with ``limit_to_panel``, each
+manga panel holding part of the mask: the thesis works panel by panel):
 
-1. crop the page around the region (bounding box + context margin, at least
-   ``min_crop_side``, optionally limited to the panel holding it); distant regions become
-   separate crops, neighbours share a crop when it covers no more page than separate
-   crops; overlapping crops run one after the other, each repainting only its own
-   regions and seeing what the earlier ones painted;
-2. SGI: shrink the crop by halving until its longest side is <= ``sgi_max_side``
-   (antialiased area averaging), pad to multiples of the latent scale, encode, denoise
-   from pure noise inside the mask, decode;
-3. upscale the SGI result to the crop size (bicubic) and paste it into the crop inside the
-   mask;
-4. FRI: pad, encode at full resolution, denoise again inside the mask with
-   ``fri_strength`` and ``fri_steps``, decode (skipped by default when step 2 did not need
-   to shrink: then the SGI pass already ran at full resolution);
-5. composite in pixel space: the new pixels inside the mask (optionally feathered inside the
+1. SGI: shrink the page by halving until its longest side is <= ``sgi_max_side``
+   (antialiased area averaging), so the model sees the page at the scale it knows, not a
+   zoomed-in piece of a scan. Inpaint it from pure noise inside the mask, on crops around
+   the mask regions (bounding box + ``context_margin``, at least ``min_crop_side``, in
+   pixels of the shrunk page) padded to multiples of the latent scale;
+2. FRI: at full resolution, on crops around the mask regions (the same margin and minimum
+   side, in page pixels): paste the SGI result (bicubic upscale) into the crop inside the
+   mask, encode, denoise again inside the mask with ``fri_strength`` and ``fri_steps``,
+   decode. Large crops run in overlapping tiles. Skipped by default when step 1 did not
+   need to shrink: then the SGI pass already ran at full resolution;
+3. composite in pixel space: the new pixels inside the mask (optionally feathered inside the
    mask), the input outside it, bit for bit.
 
+Crops: distant regions get separate crops, neighbours share a crop when it covers no more
+of the page than separate crops; overlapping crops run one after the other, each repainting
+only its own regions and seeing what the earlier ones painted. So a page with a few
+bubbles costs one small structure pass plus refinement of the crops around the bubbles.
 The host's noise mask keeps the known region during both passes; the engine never grey-fills.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -52,19 +55,25 @@ class SGIMConfig:
         fri_steps: sampling steps actually run by the FRI pass; with ``fri_strength`` 0.5
             the default 25 walks the second half of a 50-step schedule (thesis setting).
         fri_strength: fraction of the noise schedule the FRI pass runs, in (0, 1].
-        sgi_max_side: longest side of the SGI pass; larger crops are shrunk.
+        sgi_max_side: longest side of the page (or panel) in the SGI pass; larger pages are
+            shrunk.
         plan: ``"halve"`` (halve until within ``sgi_max_side``; thesis) or ``"fit"``
             (scale once to exactly ``sgi_max_side``).
-        run_fri: ``"auto"`` (FRI only when SGI had to shrink), ``"always"``, ``"never"``.
+        run_fri: ``"auto"`` (FRI only when SGI had to shrink the page), ``"always"``,
+            ``"never"``.
         grow_mask: pixels to dilate the mask by (opt-in: pixels within this distance of the
             user's mask may change too). 0 keeps the user's mask exactly.
         feather: pixels over which the result blends into the original, inside the mask
             only (0 = hard edge).
-        context_margin: pixels of context around each mask region in its crop.
+        context_margin: pixels of context around each mask region in its crop, in the pixels
+            the model sees (the shrunk page in the SGI pass, the page in the FRI pass).
         min_crop_side: crops are widened to at least this side (clamped to the page), so the
-            model sees enough context for small regions (512 suits SD1.5).
-        limit_to_panel: clamp each crop to the manga panel holding its region (panels are
-            found from the page's white gutters), so context never comes from a neighbour.
+            model sees enough context for small regions (512 suits SD1.5); in the pixels of
+            each pass, like ``context_margin``.
+        limit_to_panel: work panel by panel (panels are found from the page's white
+            gutters): each panel holding mask is shrunk on its own for SGI and crops stay
+            inside it, so context never comes from a neighbour. Mask in the gutter is
+            worked on with the page.
         mask_threshold: mask values >= this are repainted (near-binary values snap).
         pad_mode: how crops are padded to latent multiples: ``"replicate"`` or ``"reflect"``.
         fri_tile_side: crops with a side above this run their FRI pass in overlapping tiles of
@@ -132,33 +141,73 @@ class SGIMConfig:
 
 
 @dataclass(frozen=True)
-class RegionJob:
-    """One crop of the page and the passes run on it."""
+class Crop:
+    """One crop and the pass(es) run on it.
 
+    ``box`` is in the pixels of the pass's grid: the frame's shrunk copy for an SGI crop of a
+    shrunk frame (origin at the frame's corner), the page otherwise. ``page_box`` is the same
+    area in page pixels.
+    """
+
+    name: PassName
     rows: tuple[int, ...]  # batch images sharing this mask
-    region: int
+    region: int  # index among the crops of this kind in its frame
     regions: int
     box: Box
-    sgi_size: tuple[int, int]
-    run_fri: bool
+    page_box: Box
     seed: int
-    #: ``(tile, core)`` boxes inside the crop when FRI runs in tiles (only tiles whose core
+    #: ``(tile, core)`` boxes inside the crop when its FRI runs in tiles (only tiles whose core
     #: holds mask pixels); empty when FRI runs on the whole crop.
-    fri_tiles: tuple[tuple[Box, Box], ...] = ()
-    #: which crop of this mask owns each mask pixel (None: every mask pixel in the box is this crop's)
+    tiles: tuple[tuple[Box, Box], ...] = ()
+    #: which crop of this frame owns each mask pixel, in the grid of ``box`` (None: every mask
+    #: pixel in the box is this crop's)
     owners: RegionOwners | None = field(default=None, compare=False, repr=False)
 
     @property
-    def fri_passes(self) -> int:
-        return (len(self.fri_tiles) or 1) if self.run_fri else 0
+    def size(self) -> tuple[int, int]:
+        return geometry.box_size(self.box)
 
     @property
-    def crop_size(self) -> tuple[int, int]:
+    def passes(self) -> int:
+        return len(self.tiles) or 1
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A page (or a panel) and its two lists of crops.
+
+    ``sgi`` crops run the structure pass on the frame shrunk to ``sgi_size``. ``crops`` are
+    the full-resolution crops where the result is pasted back; the FRI pass runs on them when
+    ``run_fri`` (with FRI off and no shrink they are the SGI crops, in page pixels).
+    """
+
+    rows: tuple[int, ...]
+    box: Box  # page pixels
+    sgi_size: tuple[int, int]
+    run_fri: bool
+    sgi: tuple[Crop, ...]
+    crops: tuple[Crop, ...]
+    #: the frame's own mask pixels, bool ``[h, w]`` over ``box`` (frames may overlap; each
+    #: repaints only its own regions)
+    mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    index: int = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
         return geometry.box_size(self.box)
 
     @property
     def shrunk(self) -> bool:
-        return self.sgi_size != self.crop_size
+        return self.sgi_size != self.size
+
+    @property
+    def passes(self) -> int:
+        return len(self.sgi) + (sum(c.passes for c in self.crops) if self.run_fri else 0)
+
+    @property
+    def jobs(self) -> list[Crop]:
+        """The crops whose passes run, in run order."""
+        return list(self.sgi) + (list(self.crops) if self.run_fri else [])
 
 
 class SGIMResult:
@@ -168,13 +217,15 @@ class SGIMResult:
         image: the composited result, ``[B, H, W, C]`` like the input (RGBA -> RGB).
         sgi_preview: the page with the (upscaled) SGI results pasted inside the mask: what the
             structure pass drew, before refinement. Built on first access (a page-sized copy).
-        jobs: the plan that ran (empty when the mask was empty).
+        frames: the plan that ran (empty when the mask was empty).
+        jobs: every crop whose passes ran, in run order.
     """
 
-    def __init__(self, image: torch.Tensor, jobs: list[RegionJob], base: torch.Tensor | None = None,
+    def __init__(self, image: torch.Tensor, frames: list[Frame], base: torch.Tensor | None = None,
                  parts: list | None = None, device: torch.device | None = None):
         self.image = image
-        self.jobs = jobs
+        self.frames = frames
+        self.jobs = [c for f in frames for c in f.jobs]
         self._base = base
         self._parts = parts or []
         self._device = device
@@ -184,16 +235,28 @@ class SGIMResult:
     def sgi_preview(self) -> torch.Tensor:
         if self._preview is None:
             page = self._base.clone()
-            for rows, box, crop, own in self._parts:
-                y0, x0, y1, x1 = box
-                paste_into(page, composite(page[rows, y0:y1, x0:x1], crop, own), box, rows)
+            for rows, frame, small, mask_f in self._parts:
+                fy, fx = frame.box[:2]
+                for y0 in range(0, frame.size[0], PREVIEW_STRIP):  # strips: no page-sized float copy
+                    y1 = min(frame.size[0], y0 + PREVIEW_STRIP)
+                    box = (y0, 0, y1, frame.size[1])
+                    up = geometry.sample_box(small, frame.size, box)
+                    page_box = _offset(box, (fy, fx))
+                    y, x, yy, xx = page_box
+                    current = page[rows, y:yy, x:xx]
+                    paste_into(page, composite(current, _to_channels(up, current.shape[-1]), mask_f[:, y0:y1]),
+                               page_box, rows)
             self._preview = page.to(self._device)
             self._base, self._parts = None, []
         return self._preview
 
     @property
     def passes(self) -> int:
-        return sum(1 + j.fri_passes for j in self.jobs)
+        return sum(f.passes for f in self.frames)
+
+
+#: rows of the page built at a time for the SGI preview
+PREVIEW_STRIP = 1024
 
 
 # --- input checks ------------------------------------------------------------------------
@@ -251,23 +314,17 @@ def _mask_groups(mask: torch.Tensor) -> list[tuple[tuple[int, ...], torch.Tensor
     return [(tuple(rows), m) for rows, m in groups]
 
 
-def crop_cost(size: tuple[int, int], config: SGIMConfig, scale: int = 8) -> int:
-    """Latent pixels x steps the model evaluates for a crop of ``size`` (SGI, plus FRI when it runs).
+def crop_cost(size: tuple[int, int], tile_side: int = 0, tile_overlap: int = 0, scale: int = 8) -> int:
+    """Latent pixels one sampling step evaluates on a crop of ``size`` (padded to multiples of ``scale``).
 
-    FRI in tiles counts every tile (tiles without mask, skipped at run time, are not known yet).
+    With ``tile_side``, a crop with a longer side runs in overlapping tiles: every tile counts
+    (tiles without mask, skipped at run time, are not known yet).
     """
-    small = geometry.shrink_plan(size, config.sgi_max_side, config.plan)
-    ph, pw = geometry.padded_size(small, scale)
-    cost = config.steps * (ph // scale) * (pw // scale)
-    if config.run_fri == "always" or (config.run_fri == "auto" and small != tuple(size)):
-        if config.fri_tile_side and max(size) > config.fri_tile_side:
-            tiles = [geometry.box_size(t) for t, _ in geometry.tile_boxes(size, config.fri_tile_side, config.fri_tile_overlap)]
-        else:
-            tiles = [tuple(size)]
-        for t in tiles:
-            ph, pw = geometry.padded_size(t, scale)
-            cost += config.fri_steps * (ph // scale) * (pw // scale)
-    return cost
+    if tile_side and max(size) > tile_side:
+        tiles = [geometry.box_size(t) for t, _ in geometry.tile_boxes(size, tile_side, tile_overlap)]
+    else:
+        tiles = [tuple(size)]
+    return sum((-(-h // scale)) * (-(-w // scale)) for h, w in tiles)
 
 
 class RegionOwners:
@@ -280,6 +337,10 @@ class RegionOwners:
 
     def __init__(self, owner: np.ndarray, origin: tuple[int, int], cell: int):
         self.owner, self.origin, self.cell = owner, origin, cell
+
+    def shifted(self, offset: tuple[int, int]) -> RegionOwners:
+        """The same map for boxes measured from ``-offset`` (e.g. frame-local -> page pixels)."""
+        return RegionOwners(self.owner, (self.origin[0] + offset[0], self.origin[1] + offset[1]), self.cell)
 
     def shared(self, box: Box, region: int) -> bool:
         """Whether mask cells of crops other than ``region`` lie in ``box`` (checked on the coarse map)."""
@@ -345,7 +406,7 @@ def _group_regions(
     again, so planning stays fast with thousands of specks). So regions side by side share a crop, while two regions whose union box would
     cover much more page than their two crops (diagonal neighbours, an L) keep separate,
     overlapping crops. The objective is area, not ``crop_cost``: a merge never pushes a crop
-    over ``sgi_max_side`` just because a shrunk structure pass is cheaper per pixel.
+    over the tile side just because tiles are cheaper per pixel.
     Returns ``(crop box, member indices)`` pairs.
     """
     side = config.min_crop_side
@@ -445,34 +506,25 @@ def _merge_overlapping(
 GROUPING_LIMIT = 1000
 
 
-def _plan_cost(grouped: list[tuple[Box, list[int]]], config: SGIMConfig) -> int:
-    return sum(crop_cost(geometry.box_size(box), config) for box, _ in grouped)
+def _plan_cost(grouped: list[tuple[Box, list[int]]], tile_side: int = 0, tile_overlap: int = 0) -> int:
+    return sum(crop_cost(geometry.box_size(box), tile_side, tile_overlap) for box, _ in grouped)
 
 
 def _plan_crops(
-    mask2d: torch.Tensor, config: SGIMConfig, page_gray: torch.Tensor | np.ndarray | None = None
+    mask2d: torch.Tensor, config: SGIMConfig, margin: int, tile_side: int = 0
 ) -> tuple[list[Box], RegionOwners | None]:
+    """Crop boxes for a binary ``[H, W]`` mask and the map of which crop owns each mask pixel."""
     size = tuple(mask2d.shape)
-    margin = max(config.context_margin, config.feather + 1 if config.feather else 0)
     cell = 8
     labels, origin, comps = masks.region_labels(mask2d, cell=cell)
     if not comps:
         return [], None
-    panels = slices = m = None
-    if config.limit_to_panel:
-        if page_gray is None:
-            raise ValueError("page_gray: limit_to_panel needs the page in grayscale [H, W]")
-        panels = geometry.detect_panels(page_gray)
-        m = mask2d.numpy() if mask2d.dtype == torch.bool else mask2d.numpy() > 0.5
-        slices = ndimage.find_objects(panels)
-    items = []
-    for comp in comps:
-        pbox = geometry.panel_box(panels, m, comp, slices) if panels is not None else None
-        items.append((geometry.expand_box(comp, margin, size, bounds=pbox), pbox))
+    items = [(geometry.expand_box(comp, margin, size), None) for comp in comps]
     grouped = _merge_overlapping(items, size, config)
     if len(items) <= GROUPING_LIMIT:
         grouped_apart = _group_regions(items, size, config)
-        if _plan_cost(grouped_apart, config) < _plan_cost(grouped, config):
+        overlap = config.fri_tile_overlap
+        if _plan_cost(grouped_apart, tile_side, overlap) < _plan_cost(grouped, tile_side, overlap):
             grouped = grouped_apart
     lut = np.full(len(comps) + 1, -1, dtype=np.int32)
     for j, (_, members) in enumerate(grouped):
@@ -480,23 +532,121 @@ def _plan_crops(
     return [box for box, _ in grouped], RegionOwners(lut[labels], origin, cell)
 
 
+def _frames_of(
+    m: torch.Tensor, config: SGIMConfig, page_gray: torch.Tensor | np.ndarray | None
+) -> list[tuple[Box, torch.Tensor]]:
+    """``(frame box, the frame's own mask [h, w] bool)`` pairs for a page mask ``[H, W]``.
+
+    One frame, the page, unless ``limit_to_panel``: then every group of regions lying in the
+    same panel(s) gets the box of those panels (grown to hold the regions whole), and regions
+    in the gutter stay with the page. Frames may overlap; each holds only its own regions.
+    """
+    h, w = m.shape
+    page = (0, 0, h, w)
+    if not config.limit_to_panel:
+        return [(page, m)]
+    if page_gray is None:
+        raise ValueError("page_gray: limit_to_panel needs the page in grayscale [H, W]")
+    cell = 8
+    labels, origin, comps = masks.region_labels(m, cell=cell)
+    panels = geometry.detect_panels(page_gray)
+    slices = ndimage.find_objects(panels)
+    m_np = m.numpy()
+    members: dict[Box, list[int]] = {}
+    for k, comp in enumerate(comps):
+        pbox = geometry.panel_box(panels, m_np, comp, slices)
+        members.setdefault(page if pbox is None else geometry.union_box(pbox, comp), []).append(k)
+    boxes = sorted(members)
+    lut = np.full(len(comps) + 1, -1, dtype=np.int32)
+    for f, box in enumerate(boxes):
+        lut[np.asarray(members[box]) + 1] = f
+    owners = RegionOwners(lut[labels], origin, cell)
+    out = []
+    for f, box in enumerate(boxes):
+        own = m[box[0] : box[2], box[1] : box[3]]
+        if owners.shared(box, f):
+            own = own & torch.from_numpy(owners.crop(box) == f)
+        out.append((box, own))
+    return out
+
+
+def _page_box(box: Box, small: tuple[int, int], size: tuple[int, int], origin: tuple[int, int]) -> Box:
+    """A box of a frame's shrunk copy (``small``) as the page pixels it covers (frame ``size`` at ``origin``)."""
+    (sh, sw), (h, w), (oy, ox) = small, size, origin
+    y0, x0, y1, x1 = box
+    return (oy + y0 * h // sh, ox + x0 * w // sw, oy + -(-y1 * h // sh), ox + -(-x1 * w // sw))
+
+
+def _fri_tiles(box: Box, own: torch.Tensor, config: SGIMConfig) -> tuple[tuple[Box, Box], ...]:
+    """FRI tiles of a crop larger than ``fri_tile_side``: those whose core holds pixels of ``own`` ``[h, w]``."""
+    size = geometry.box_size(box)
+    if not config.fri_tile_side or max(size) <= config.fri_tile_side:
+        return ()
+    own = own.numpy()
+    return tuple(
+        (t, c)
+        for t, c in geometry.tile_boxes(size, config.fri_tile_side, config.fri_tile_overlap)
+        if bool(own[c[0] : c[2], c[1] : c[3]].any())
+    )
+
+
+def _plan_frame(
+    rows: tuple[int, ...], box: Box, own: torch.Tensor, config: SGIMConfig, seed: int, index: int
+) -> Frame:
+    """The SGI and full-resolution crops of one frame; crops that run take seeds ``seed``, ``seed + 1``, ..."""
+    size = geometry.box_size(box)
+    small = geometry.shrink_plan(size, config.sgi_max_side, config.plan)
+    shrunk = small != size
+    run_fri = config.run_fri == "always" or (config.run_fri == "auto" and shrunk)
+    margin = max(config.context_margin, config.feather + 1 if config.feather else 0)  # feathering sees the edge
+    origin = box[:2]
+    seeds = itertools.count(seed)
+
+    if shrunk:
+        own_small = geometry.shrink_mask(own[None].float(), small)[0] > 0.5
+        boxes, owners = _plan_crops(own_small, config, config.context_margin)
+    else:
+        boxes, owners = _plan_crops(own, config, margin, config.fri_tile_side if run_fri else 0)
+    sgi = tuple(
+        Crop("sgi", rows, i, len(boxes), b, _page_box(b, small, size, origin), next(seeds) % SEED_LIMIT, (), owners)
+        for i, b in enumerate(boxes)
+    )
+    if shrunk:
+        tile_side = config.fri_tile_side if run_fri else 0
+        boxes, owners = _plan_crops(own, config, margin, tile_side)
+    page_owners = owners.shifted(origin) if owners is not None else None
+    crops = []
+    for i, b in enumerate(boxes):
+        tiles: tuple = ()
+        if run_fri:
+            sub = own[b[0] : b[2], b[1] : b[3]]
+            if owners.shared(b, i):
+                sub = sub & torch.from_numpy(owners.crop(b) == i)
+            tiles = _fri_tiles(b, sub, config)
+        page_box = _offset(b, origin)
+        seed_i = next(seeds) % SEED_LIMIT if run_fri else 0
+        crops.append(Crop("fri", rows, i, len(boxes), page_box, page_box, seed_i, tiles, page_owners))
+    return Frame(rows, box, small, run_fri, sgi, tuple(crops), own, index)
+
+
 def plan_regions(
     mask2d: torch.Tensor,
     config: SGIMConfig,
     page_gray: torch.Tensor | np.ndarray | None = None,
 ) -> list[Box]:
-    """Crop boxes for a binary ``[H, W]`` mask: one per group of nearby regions, sorted by (y0, x0).
+    """The full-resolution crop boxes for a binary ``[H, W]`` mask, in page pixels, sorted by (y0, x0) per frame.
 
     Each region's bounding box (8-connected, on an 8x coarser grid) grows by
     ``context_margin`` (at least ``feather + 1`` so feathering sees the mask edge), clamped
-    to the page; with ``limit_to_panel`` (needs ``page_gray`` ``[H, W]``) it is clamped to
-    its panel's box but always keeps the region itself. Regions are grouped into crops where
+    to its frame (the page, or with ``limit_to_panel``, which needs ``page_gray`` ``[H, W]``,
+    its panel's box, always keeping the region itself). Regions are grouped into crops where
     a shared crop covers no more page than separate ones (see ``_group_regions``); a group's
-    crop is widened to ``min_crop_side`` (within the page, and within the panels when
-    limited). Crops may overlap: they then run one after the other, each repainting only its
-    own regions and seeing what the earlier ones painted.
+    crop is widened to ``min_crop_side`` (within the frame). Crops may overlap: they then run
+    one after the other, each repainting only its own regions and seeing what the earlier
+    ones painted.
     """
-    return _plan_crops(mask2d, config, page_gray)[0]
+    frames = plan(tuple(mask2d.shape), mask2d[None], config, page_gray=None if page_gray is None else page_gray[None])
+    return [c.box for f in frames for c in f.crops]
 
 
 def plan(
@@ -505,43 +655,29 @@ def plan(
     config: SGIMConfig,
     *,
     seed: int = 0,
-    page_gray: torch.Tensor | None = None,
-) -> list[RegionJob]:
-    """All jobs for a cleaned binary mask ``[B, H, W]`` on pages of ``image_size``.
+    page_gray: torch.Tensor | np.ndarray | None = None,
+) -> list[Frame]:
+    """All frames and crops for a cleaned binary mask ``[B, H, W]`` on pages of ``image_size``.
 
-    Seeds: job ``j`` (in run order) uses ``(seed + j) mod 2**64`` for both of its passes
-    (FRI tile ``t`` adds ``t * 2**32``).
-    ``page_gray`` ``[B, H, W]`` is needed only with ``limit_to_panel``.
+    Seeds: the crop that runs ``j``-th uses ``(seed + j) mod 2**64`` (FRI tile ``t`` adds
+    ``t * 2**32``). ``page_gray`` ``[B, H, W]`` is needed only with ``limit_to_panel``.
     """
     if tuple(mask.shape[1:]) != tuple(image_size):
         raise ValueError(f"mask: expected size {image_size}, got {tuple(mask.shape[1:])}")
-    jobs: list[RegionJob] = []
+    frames: list[Frame] = []
+    ran = 0
     for rows, m in _mask_groups(mask):
+        m = m if m.dtype == torch.bool else m > 0.5
         gray = page_gray[rows[0]] if page_gray is not None else None
-        boxes, owners = _plan_crops(m, config, gray)
-        for i, box in enumerate(boxes):
-            crop = geometry.box_size(box)
-            small = geometry.shrink_plan(crop, config.sgi_max_side, config.plan)
-            fri = config.run_fri == "always" or (config.run_fri == "auto" and small != crop)
-            tiles: tuple = ()
-            if fri and config.fri_tile_side and max(crop) > config.fri_tile_side:
-                sub = m[box[0] : box[2], box[1] : box[3]]
-                sub = (sub if sub.dtype == torch.bool else sub > 0.5).numpy()
-                if owners.shared(box, i):
-                    sub = sub & (owners.crop(box) == i)
-                tiles = tuple(
-                    (t, c)
-                    for t, c in geometry.tile_boxes(crop, config.fri_tile_side, config.fri_tile_overlap)
-                    if bool(sub[c[0] : c[2], c[1] : c[3]].any())
-                )
-            jobs.append(
-                RegionJob(rows, i, len(boxes), box, small, fri, (seed + len(jobs)) % SEED_LIMIT, tiles, owners)
-            )
-    return jobs
+        for box, own in _frames_of(m, config, gray):
+            frame = _plan_frame(rows, box, own, config, seed + ran, len(frames))
+            frames.append(frame)
+            ran += len(frame.jobs)
+    return frames
 
 
-def _job_masks(job: RegionJob, mask_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(own, active) bool masks of a job's crop: the pixels it repaints and pastes back, and
+def _job_masks(job: Crop, mask_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(own, active) bool masks of a crop: the pixels it repaints and pastes back, and
     the pixels the model treats as unknown (its own plus those later crops will repaint;
     pixels that earlier crops repainted are known context now)."""
     if job.owners is None or not job.owners.shared(job.box, job.region):
@@ -554,19 +690,21 @@ def _job_masks(job: RegionJob, mask_c: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 class _Runner:
-    def __init__(self, host, config: SGIMConfig, jobs: list[RegionJob], page_size: tuple[int, int]):
+    def __init__(self, host, config: SGIMConfig, frames: list[Frame], page_size: tuple[int, int]):
         self.host = host
-        self.page_size = page_size
         self.config = config
-        self.count = sum(1 + j.fri_passes for j in jobs)
-        self.total = sum(config.steps + config.fri_steps * j.fri_passes for j in jobs)
+        self.page_size = page_size
+        self.count = sum(f.passes for f in frames)
+        self.total = sum(
+            config.steps * len(f.sgi) + (config.fri_steps * sum(c.passes for c in f.crops) if f.run_fri else 0)
+            for f in frames
+        )
         self.index = 0
         self.done = 0
 
     def run_pass(
         self,
-        name: PassName,
-        job: RegionJob,
+        job: Crop,
         image: torch.Tensor,
         mask: torch.Tensor,
         tile: tuple[int, int, Box] | None = None,
@@ -575,7 +713,7 @@ class _Runner:
 
         ``tile``: (index, count, box inside the crop) for a tiled FRI pass.
         """
-        host, cfg = self.host, self.config
+        host, cfg, name = self.host, self.config, job.name
         h, w = image.shape[1:3]
         img_p = geometry.pad_image(image, host.latent_scale, cfg.pad_mode).contiguous()
         mask_p = geometry.pad_mask(mask, host.latent_scale).contiguous()
@@ -590,7 +728,7 @@ class _Runner:
             region=job.region,
             regions=job.regions,
             batch_indices=job.rows,
-            box=job.box if tile is None else _offset(tile[2], job.box),
+            box=job.page_box if tile is None else _offset(tile[2], job.page_box),
             size=(h, w),
             padded_size=tuple(img_p.shape[1:3]),
             tile=0 if tile is None else tile[0],
@@ -613,22 +751,59 @@ class _Runner:
         return out.clamp(0.0, 1.0)
 
 
-def _offset(box: Box, origin: Box) -> Box:
+def _offset(box: Box, origin: tuple[int, ...]) -> Box:
     return box[0] + origin[0], box[1] + origin[1], box[2] + origin[0], box[3] + origin[1]
 
 
-def _fri(runner: _Runner, job: RegionJob, guided: torch.Tensor, mask_f: torch.Tensor) -> torch.Tensor:
+def _fri(runner: _Runner, job: Crop, guided: torch.Tensor, mask_f: torch.Tensor) -> torch.Tensor:
     """The FRI pass on a crop: whole, or tile by tile (each tile sees the earlier tiles' results)."""
-    if not job.fri_tiles:
-        return runner.run_pass("fri", job, guided, mask_f)
+    if not job.tiles:
+        return runner.run_pass(job, guided, mask_f)
     work = guided.clone()
-    for t, (tb, core) in enumerate(job.fri_tiles):
+    for t, (tb, core) in enumerate(job.tiles):
         y0, x0, y1, x1 = tb
-        res = runner.run_pass("fri", job, work[:, y0:y1, x0:x1], mask_f[:, y0:y1, x0:x1], (t, len(job.fri_tiles), tb))
+        res = runner.run_pass(job, work[:, y0:y1, x0:x1], mask_f[:, y0:y1, x0:x1], (t, len(job.tiles), tb))
         cy0, cx0, cy1, cx1 = core
         inner = res[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
         work[:, cy0:cy1, cx0:cx1] = composite(work[:, cy0:cy1, cx0:cx1], inner, mask_f[:, cy0:cy1, cx0:cx1])
     return work
+
+
+def _rgb(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.expand(-1, -1, -1, 3) if pixels.shape[-1] == 1 else pixels
+
+
+def _run_frame(runner: _Runner, frame: Frame, out: torch.Tensor, config: SGIMConfig) -> tuple:
+    """SGI on the (shrunk) frame, then the full-resolution crops; writes into ``out`` (the engine's
+    own copy) inside the frame's mask only. Returns the preview part of this frame."""
+    rows = list(frame.rows)
+    fy0, fx0, fy1, fx1 = frame.box
+    channels = out.shape[-1]
+    mask = frame.mask[None].expand(len(rows), -1, -1)
+    region = out[rows, fy0:fy1, fx0:fx1]  # the page as earlier (overlapping) frames left it
+    if frame.shrunk:  # area averaging of the frame as it is: no page-sized float copy for float input
+        small = _rgb(geometry.resize_image(region, frame.sgi_size).clamp(0.0, 1.0)).clone()
+        small_mask = geometry.shrink_mask(mask.float(), frame.sgi_size) > 0.5
+    else:
+        small = _rgb(region.float().clamp(0.0, 1.0)).clone()
+        small_mask = mask
+    for job in frame.sgi:  # each crop repaints its own regions of the structure image
+        y0, x0, y1, x1 = job.box
+        current = small[:, y0:y1, x0:x1]
+        own, active = _job_masks(job, small_mask[:, y0:y1, x0:x1])
+        new = runner.run_pass(job, current, active.float())
+        small[:, y0:y1, x0:x1] = composite(current, new, own)
+    for job in frame.crops:  # full resolution: the structure pasted into the mask, refined when FRI runs
+        y0, x0, y1, x1 = job.box
+        local = (y0 - fy0, x0 - fx0, y1 - fy0, x1 - fx0)
+        current = out[rows, y0:y1, x0:x1]
+        own, active = _job_masks(job, mask[:, local[0] : local[2], local[1] : local[3]])
+        crop = _rgb(current.float().clamp(0.0, 1.0))
+        guided = composite(crop, geometry.sample_box(small, frame.size, local), active)
+        new = _fri(runner, job, guided, active.float()) if frame.run_fri else guided
+        weight = masks.feather(own, config.feather) if config.feather else None
+        paste_into(out, composite(current, _to_channels(new, channels), own, weight), job.box, rows)
+    return rows, frame, small, mask
 
 
 def inpaint(
@@ -649,7 +824,7 @@ def inpaint(
     image = _check_image(image)
     device = image.device
     base = image.detach().cpu()  # the pixels kept outside the mask (input dtype)
-    batch, height, width, channels = base.shape
+    batch, height, width, _ = base.shape
     m = masks.clean(
         mask,
         batch=batch,
@@ -660,42 +835,24 @@ def inpaint(
     )
     if not m.numpy().any():
         log.info("[MDIM] SGIM: the mask is empty, the image is returned unchanged")
-        return SGIMResult(image=image, jobs=[])
+        return SGIMResult(image=image, frames=[])
 
     gray = base.float().mean(dim=-1) if config.limit_to_panel else None
-    jobs = plan((height, width), m, config, seed=seed, page_gray=gray)
-    runner = _Runner(host, config, jobs, (height, width))
+    frames = plan((height, width), m, config, seed=seed, page_gray=gray)
+    runner = _Runner(host, config, frames, (height, width))
     log.info(
-        "[MDIM] SGIM: %d region(s), %d pass(es), %d steps; crops %s",
-        len(jobs),
+        "[MDIM] SGIM: %d pass(es), %d steps; %s",
         runner.count,
         runner.total,
-        ", ".join(f"{j.crop_size[1]}x{j.crop_size[0]}->{j.sgi_size[1]}x{j.sgi_size[0]}" for j in jobs[:8])
-        + (" ..." if len(jobs) > 8 else ""),
+        "; ".join(
+            f"{f.size[1]}x{f.size[0]} -> {f.sgi_size[1]}x{f.sgi_size[0]}: {len(f.sgi)} structure crop(s), "
+            f"{len(f.crops)} {'refined' if f.run_fri else 'pasted'} crop(s)"
+            for f in frames[:4]
+        )
+        + (" ..." if len(frames) > 4 else ""),
     )
 
     out = base.clone()
-    parts = []  # SGI preview crops, pasted only if the preview is asked for
     host.progress(0, runner.total)
-    for job in jobs:
-        y0, x0, y1, x1 = job.box
-        rows = list(job.rows)
-        current = out[rows, y0:y1, x0:x1]  # the page as earlier (overlapping) crops left it
-        crop = current.float().clamp(0.0, 1.0)
-        if channels == 1:
-            crop = crop.expand(-1, -1, -1, 3)
-        own, active = _job_masks(job, m[rows, y0:y1, x0:x1])
-        mask_f = active.float()
-        if job.shrunk:
-            small = geometry.resize_image(crop, job.sgi_size)
-            sgi = runner.run_pass("sgi", job, small, geometry.shrink_mask(mask_f, job.sgi_size))
-            sgi = geometry.resize_image(sgi, job.crop_size)
-        else:
-            sgi = runner.run_pass("sgi", job, crop, mask_f)
-        guided = composite(crop, sgi, active)  # the SGI structure inside the mask, the real page outside
-        new = _fri(runner, job, guided, mask_f) if job.run_fri else guided
-
-        weight = masks.feather(own, config.feather) if config.feather else None
-        paste_into(out, composite(current, _to_channels(new, channels), own, weight), job.box, rows)
-        parts.append((rows, job.box, _to_channels(sgi, channels), own))
-    return SGIMResult(image=out.to(device), jobs=jobs, base=base, parts=parts, device=device)
+    parts = [_run_frame(runner, frame, out, config) for frame in frames]
+    return SGIMResult(image=out.to(device), frames=frames, base=base, parts=parts, device=device)

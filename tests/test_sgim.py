@@ -50,17 +50,21 @@ def test_oracle_exact_at_odd_size_multi_region_batch(max_side, pad_mode):
     res = sgim.inpaint(host, image, mask, seed=7, config=cfg)
     assert torch.equal(res.image, truth)  # ground truth inside, input outside (input == truth there)
     assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
-    assert len(res.jobs) == 3  # three distant regions -> three crops, not one page-size crop
-    for job in res.jobs:
-        ch, cw = job.crop_size
-        assert ch * cw <= 400 * 400
-        assert job.shrunk == (max(ch, cw) > max_side) and job.run_fri == job.shrunk
-    assert any(j.shrunk for j in res.jobs) == (max_side == 256)
-    assert [c.seed for c in host.passes("sgi")] == [7, 8, 9]
+    (frame,) = res.frames
+    small = (178, 126) if max_side == 256 else (710, 501)  # halved until <= max_side
+    assert frame.shrunk and frame.run_fri and frame.sgi_size == small
+    # SGI sees the shrunk page; at 256 px the page is its one crop, at 1024 px the regions get crops
+    # (the speck joins the bubble above it: at 256 px min side their shared crop is the cheaper one)
+    assert len(frame.sgi) == (1 if max_side == 256 else 2)
+    assert all(max(j.size) <= max_side for j in frame.sgi)
+    assert len(frame.crops) == 3  # three distant regions -> three crops at full size, not one page-size crop
+    assert all(j.size[0] * j.size[1] <= 400 * 400 for j in frame.crops)
+    n = len(frame.sgi)
+    assert [c.seed for c in host.passes("sgi")] == list(range(7, 7 + n))
+    assert [c.seed for c in host.passes("fri")] == list(range(7 + n, 10 + n))
     # the host only ever sees crop-sized images (padded to /8), never the page
-    crops = {(-(-j.crop_size[0] // 8) * 8, -(-j.crop_size[1] // 8) * 8) for j in res.jobs}
-    smalls = {(-(-j.sgi_size[0] // 8) * 8, -(-j.sgi_size[1] // 8) * 8) for j in res.jobs}
-    assert {c.shape[1:3] for c in host.calls if c.kind == "encode"} <= crops | smalls
+    crops = {(-(-j.size[0] // 8) * 8, -(-j.size[1] // 8) * 8) for j in res.jobs}
+    assert {c.shape[1:3] for c in host.calls if c.kind == "encode"} <= crops
     assert all(c.shape[0] == 2 for c in host.calls)  # the shared mask keeps the batch together
     assert res.sgi_preview.shape == truth.shape
     assert torch.equal(res.sgi_preview[:, mask == 0], image[:, mask == 0])
@@ -75,22 +79,25 @@ def test_host_sees_crop_sized_inputs_and_the_right_passes():
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, seed=11, config=cfg)
     assert torch.equal(res.image, truth)
-    (job,) = res.jobs
-    assert job.box == (165, 269, 465, 569) and job.crop_size == (300, 300)
-    assert job.sgi_size == (150, 150)
+    (frame,) = res.frames
+    assert frame.sgi_size == (88, 113)  # the page, halved three times
+    (small,), (job,) = frame.sgi, frame.crops
+    assert small.box == (0, 0, 88, 113) and small.page_box == (0, 0, 700, 900)  # min side 300: the whole small page
+    assert job.box == (165, 269, 465, 569) and job.size == (300, 300)
     kinds = [(c.kind, c.shape) for c in host.calls]
     assert kinds == [
-        ("encode", (1, 152, 152, 3)),  # SGI: halved crop, padded to /8
-        ("denoise", (1, 192, 19, 19)),
-        ("decode", (1, 152, 152, 3)),
+        ("encode", (1, 88, 120, 3)),  # SGI: the shrunk page, padded to /8
+        ("denoise", (1, 192, 11, 15)),
+        ("decode", (1, 88, 120, 3)),
         ("encode", (1, 304, 304, 3)),  # FRI: full crop size, padded to /8
         ("denoise", (1, 192, 38, 38)),
         ("decode", (1, 304, 304, 3)),
     ]
     sgi, fri = host.passes()
     assert (sgi.info.name, sgi.strength, sgi.steps, sgi.seed) == ("sgi", 1.0, 4, 11)
-    assert (fri.info.name, fri.strength, fri.steps, fri.seed) == ("fri", 0.35, 3, 11)
-    assert sgi.info.size == (150, 150) and sgi.info.padded_size == (152, 152)
+    assert (fri.info.name, fri.strength, fri.steps, fri.seed) == ("fri", 0.35, 3, 12)
+    assert sgi.info.size == (88, 113) and sgi.info.padded_size == (88, 120) and sgi.info.box == (0, 0, 700, 900)
+    assert sgi.info.page_size == fri.info.page_size == (700, 900)
     assert fri.info.size == (300, 300) and fri.info.box == job.box
     assert max(sgi.info.padded_size) <= 200
     assert fri.mask_sum == 30 * 37  # the user's mask, not more
@@ -148,8 +155,9 @@ def test_full_mask_uses_the_whole_page():
     host = OracleHost(truth)
     res = sgim.inpaint(host, image, torch.ones(90, 130), config=sgim.SGIMConfig(sgi_max_side=64, **SMALL))
     assert torch.equal(res.image, truth)
-    (job,) = res.jobs
-    assert job.box == (0, 0, 90, 130) and job.sgi_size == (23, 33) and job.run_fri
+    (frame,) = res.frames
+    assert frame.sgi_size == (23, 33) and frame.run_fri
+    assert [j.box for j in frame.sgi] == [(0, 0, 23, 33)] and [j.box for j in frame.crops] == [(0, 0, 90, 130)]
 
 
 def test_batches_with_per_image_masks_and_shared_masks():
@@ -191,9 +199,9 @@ def test_strips_one_pixel_high():
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, config=sgim.SGIMConfig(sgi_max_side=256, **SMALL))
     assert torch.equal(res.image, truth)
-    (job,) = res.jobs
-    assert job.crop_size == (1, 512) and job.sgi_size == (1, 256)
-    assert [c.shape for c in host.calls if c.kind == "encode"] == [(1, 8, 256, 3), (1, 8, 512, 3)]
+    (frame,) = res.frames
+    assert frame.sgi_size == (1, 188) and [j.size for j in frame.crops] == [(1, 512)]
+    assert [c.shape for c in host.calls if c.kind == "encode"] == [(1, 8, 192, 3), (1, 8, 512, 3)]
 
 
 def test_mask_of_another_size_is_resized_and_logged(caplog):
@@ -309,13 +317,14 @@ def test_limit_to_panel_keeps_context_inside_the_panel():
     free = sgim.inpaint(OracleHost(page), page, mask, config=cfg)
     limited = sgim.inpaint(OracleHost(page), page, mask, config=sgim.SGIMConfig(
         context_margin=50, min_crop_side=0, limit_to_panel=True, **SMALL))
-    assert free.jobs[0].box == (40, 70, 150, 180)
-    assert limited.jobs[0].box == (40, 70, 150, 140)
+    assert free.jobs[0].page_box == (40, 70, 150, 180)
+    assert limited.jobs[0].page_box == (40, 70, 150, 140)
+    assert limited.frames[0].box == (10, 10, 190, 140)  # the panel is the frame: SGI sees it alone
     assert torch.equal(limited.image, page)
     # widening to min_crop_side stays inside the panel too
     widened = sgim.inpaint(OracleHost(page), page, mask, config=sgim.SGIMConfig(
         context_margin=10, min_crop_side=160, limit_to_panel=True, **SMALL))
-    assert widened.jobs[0].box == (15, 10, 175, 140)
+    assert widened.jobs[0].page_box == (15, 10, 175, 140)
 
 
 def test_host_returning_a_wrong_shape_is_reported():
@@ -331,20 +340,28 @@ def test_host_returning_a_wrong_shape_is_reported():
 
 def test_plan_for_large_pages():
     cfg = sgim.SGIMConfig()
-    # a full mask on an A4 600-dpi page: one page crop, SGI at 621x877 after three halvings, FRI at full size
+    # a full mask on an A4 600-dpi page: SGI on the page at 621x877 after three halvings, FRI at full size in tiles
     full = torch.ones(1, 7016, 4961, dtype=torch.float32)
-    (job,) = sgim.plan((7016, 4961), full, cfg)
-    assert job.box == (0, 0, 7016, 4961) and job.sgi_size == (877, 621) and job.run_fri
-    # bubbles on the same page: small crops that need no shrink, so a single pass each
+    (frame,) = sgim.plan((7016, 4961), full, cfg)
+    assert frame.box == (0, 0, 7016, 4961) and frame.sgi_size == (877, 621) and frame.run_fri
+    assert [j.box for j in frame.sgi] == [(0, 0, 877, 621)]
+    (page,) = frame.crops
+    assert page.box == (0, 0, 7016, 4961) and len(page.tiles) == 4 * 3
+    # bubbles on the same page: SGI on the shrunk page (the model sees the page at its scale), FRI on small crops
     m = torch.zeros(1, 7016, 4961)
     m[0, 500:800, 600:900] = 1
     m[0, 5000:5200, 3000:3500] = 1
-    jobs = sgim.plan((7016, 4961), m, cfg)
-    assert [j.box for j in jobs] == [(394, 494, 906, 1006), (4844, 2936, 5356, 3564)]  # margin 64, >= 512
-    assert all(not j.run_fri and not j.shrunk for j in jobs)
+    (frame,) = sgim.plan((7016, 4961), m, cfg)
+    assert frame.sgi_size == (877, 621) and frame.run_fri
+    assert [j.box for j in frame.crops] == [(394, 494, 906, 1006), (4844, 2936, 5356, 3564)]  # margin 64, >= 512
+    assert all(not j.tiles for j in frame.crops)
+    # on the shrunk page margin and min side count in the pixels the model sees: one 512 x 714 crop holds
+    # both regions (less than two 512 x 512 crops), i.e. 4092 x 5712 page pixels at 1/64 of the cost
+    assert [j.box for j in frame.sgi] == [(0, 1, 714, 513)]
+    assert [j.page_box for j in frame.sgi] == [(0, 7, 5712, 4099)]
     strip = torch.ones(1, 6000, 600)
-    (job,) = sgim.plan((6000, 600), strip, cfg)
-    assert job.sgi_size == (750, 75) and job.run_fri
+    (frame,) = sgim.plan((6000, 600), strip, cfg)
+    assert frame.sgi_size == (750, 75) and frame.run_fri
     assert sgim.plan((1, 5000), torch.ones(1, 1, 5000), cfg)[0].sgi_size == (1, 625)
 
 
@@ -358,15 +375,17 @@ def test_large_crops_run_fri_in_tiles_exactly():
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, seed=5, config=cfg)
     assert torch.equal(res.image, truth)
-    (job,) = res.jobs
-    assert job.box == (0, 0, 200, 150) and len(job.fri_tiles) == 6 and res.passes == 7
+    (frame,) = res.frames
+    (job,) = frame.crops
+    assert frame.sgi_size == (50, 38) and [j.box for j in frame.sgi] == [(0, 0, 50, 38)]
+    assert job.box == (0, 0, 200, 150) and len(job.tiles) == 6 and res.passes == 7
     sgi, *tiles = host.passes()
     assert sgi.info.name == "sgi" and max(sgi.info.padded_size) <= 64
     assert [t.info.tile for t in tiles] == list(range(6)) and {t.info.tiles for t in tiles} == {6}
     assert all(max(t.info.size) <= 96 and t.strength == 0.5 for t in tiles)
     assert len({t.seed for t in tiles}) == 6
     boxes = [t.info.box for t in tiles]
-    assert boxes == [tb for tb, _ in job.fri_tiles]  # crop at the page origin: page boxes = crop boxes
+    assert boxes == [tb for tb, _ in job.tiles]  # crop at the page origin: page boxes = crop boxes
     assert host.progress_log[-1] == (3 + 6 * 2, 3 + 6 * 2)
 
 
@@ -379,9 +398,9 @@ def test_tiles_without_mask_are_skipped():
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, config=cfg)
     assert torch.equal(res.image, truth)
-    (job,) = res.jobs
+    (job,) = res.frames[0].crops
     assert job.box == (0, 0, 200, 200)
-    assert len(job.fri_tiles) == 5 and len(host.passes("fri")) == 5  # 3x3 tiles, 4 without mask
+    assert len(job.tiles) == 5 and len(host.passes("fri")) == 5  # 3x3 tiles, 4 without mask
 
 
 def test_images_with_an_empty_mask_in_a_batch_are_left_alone():
@@ -476,7 +495,8 @@ def test_region_owners_give_every_mask_pixel_to_exactly_one_crop():
     labels, origin, boxes = masks.region_labels(mask, cell=8)
     assert sorted(boxes) == masks.regions(mask, cell=8)
     cfg = sgim.SGIMConfig(context_margin=16, min_crop_side=64, **SMALL)
-    jobs = sgim.plan((h, w), mask[None], cfg)
+    (frame,) = sgim.plan((h, w), mask[None], cfg)
+    jobs = frame.crops
     owners = jobs[0].owners
     count = torch.zeros(h, w, dtype=torch.int64)
     for job in jobs:
@@ -510,17 +530,17 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
         _, _, comps = masks.region_labels(m, cell=8)
         items = [(sgim.geometry.expand_box(c, 16, (h, w)), None) for c in comps]
         merged, apart = sgim._merge_overlapping(items, (h, w), cfg), sgim._group_regions(items, (h, w), cfg)
-        chosen = [j.box for j in sgim.plan((h, w), m[None], cfg)]
+        chosen = sgim.plan_regions(m, cfg)
         return m, merged, apart, chosen
 
     m, merged, apart, chosen = dust(160)
-    assert sgim._plan_cost(apart, cfg) > sgim._plan_cost(merged, cfg)  # grouping alone would be worse ...
+    assert sgim._plan_cost(apart) > sgim._plan_cost(merged)  # grouping alone would be worse ...
     assert chosen == [b for b, _ in merged] and len(chosen) == 1  # ... so the overlap-merging plan runs
     truth = _page(1, h, w)
     res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
     assert torch.equal(res.image, truth)
     m, merged, apart, chosen = dust(40)  # fewer specks: separate crops cost less than one chain-merged crop
-    assert sgim._plan_cost(apart, cfg) < 0.6 * sgim._plan_cost(merged, cfg)
+    assert sgim._plan_cost(apart) < 0.6 * sgim._plan_cost(merged)
     assert chosen == [b for b, _ in apart] and len(chosen) > 1
     res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
     assert torch.equal(res.image, truth)
@@ -530,6 +550,4 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
     diag[160:390, 160:390] = True
     apart_cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
     assert sgim.plan_regions(diag, apart_cfg) == [(10, 10, 170, 170), (130, 130, 400, 400)]
-    assert sgim.crop_cost((160, 160), apart_cfg) + sgim.crop_cost((270, 270), apart_cfg) < sgim.crop_cost(
-        (390, 390), apart_cfg
-    )
+    assert sgim.crop_cost((160, 160)) + sgim.crop_cost((270, 270)) < sgim.crop_cost((390, 390))

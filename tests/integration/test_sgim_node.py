@@ -231,9 +231,9 @@ def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoi
     image, mask = page
     inputs = _inputs(model, clip, vae, image, mask, steps=3, fri_steps=2)
     config = sgim.SGIMConfig(steps=3, fri_steps=2, sgi_max_side=64, context_margin=16, min_crop_side=0)
-    jobs = sgim.plan(tuple(image.shape[1:3]), mask, config)
-    expected = sum(3 + (2 if j.run_fri else 0) for j in jobs)
-    assert any(j.run_fri for j in jobs)
+    frames = sgim.plan(tuple(image.shape[1:3]), mask > 0.5, config)
+    expected = sum(3 * len(f.sgi) + 2 * sum(j.passes for j in f.crops) * f.run_fri for f in frames)
+    assert all(f.run_fri for f in frames)
     calls = []
     old_method = latent_preview.args.preview_method
     latent_preview.set_preview_method("latent2rgb")
