@@ -539,7 +539,8 @@ def _frames_of(
 
     One frame, the page, unless ``limit_to_panel``: then every group of regions lying in the
     same panel(s) gets the box of those panels (grown to hold the regions whole), and regions
-    in the gutter stay with the page. Frames may overlap; each holds only its own regions.
+    in the gutter stay with the page (so does a dark piece that is mostly mask: text in a
+    gutter is no panel). Frames may overlap; each holds only its own regions.
     """
     h, w = m.shape
     page = (0, 0, h, w)
@@ -550,8 +551,15 @@ def _frames_of(
     cell = 8
     labels, origin, comps = masks.region_labels(m, cell=cell)
     panels = geometry.detect_panels(page_gray)
-    slices = ndimage.find_objects(panels)
     m_np = m.numpy()
+    # a dark piece made mostly of mask (text or SFX lying in a gutter) is not a panel: it stays with the page
+    total = np.bincount(panels.ravel())
+    masked = np.bincount(panels[m_np], minlength=total.size)
+    fake = np.flatnonzero(masked * 2 >= total)
+    fake = fake[fake > 0]
+    if fake.size:
+        panels = np.where(np.isin(panels, fake), 0, panels)
+    slices = ndimage.find_objects(panels)
     members: dict[Box, list[int]] = {}
     for k, comp in enumerate(comps):
         pbox = geometry.panel_box(panels, m_np, comp, slices)

@@ -143,3 +143,16 @@ def test_tiles_cover_once_with_overlap(size, tile, overlap):
     assert (count == 1).all()
     with pytest.raises(ValueError, match="tile"):
         geo.tile_boxes(size, 64, 64)
+
+
+@pytest.mark.parametrize("small, size", [((31, 47), (250, 377)), ((88, 113), (700, 900)), ((1, 188), (1, 1500))])
+def test_sample_box_is_the_box_of_the_whole_enlargement(small, size):
+    image = torch.rand(2, *small, 3, generator=torch.Generator().manual_seed(3))
+    whole = geo.resize_image(image, size)
+    h, w = size
+    for box in ((0, 0, h, w), (h // 3, w // 4, h - 1, w // 2 + 5), (h - 1, w - 1, h, w), (0, w // 2, h // 2 + 1, w)):
+        y0, x0, y1, x1 = box
+        part = geo.sample_box(image, size, box)
+        assert part.shape == (2, y1 - y0, x1 - x0, 3)
+        assert torch.allclose(part, whole[:, y0:y1, x0:x1], atol=5e-5)  # same kernel and pixel-centre mapping
+    assert torch.equal(geo.sample_box(whole, size, (3, 4, 9, 12)), whole[:, 3:9, 4:12])  # no resize: a slice

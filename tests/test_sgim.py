@@ -551,3 +551,67 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
     apart_cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
     assert sgim.plan_regions(diag, apart_cfg) == [(10, 10, 170, 170), (130, 130, 400, 400)]
     assert sgim.crop_cost((160, 160)) + sgim.crop_cost((270, 270)) < sgim.crop_cost((390, 390))
+
+
+def _panels_page():
+    """A 260 x 400 page: white gutters, panel A on the left, B and C stacked on the right (black frames)."""
+    g = torch.Generator().manual_seed(9)
+    page = torch.ones(1, 260, 400, 3)
+    for y0, x0, y1, x1 in ((10, 10, 250, 150), (10, 170, 130, 390), (150, 170, 250, 390)):
+        page[:, y0:y1, x0:x1] = 0.0
+        page[:, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 0.8 * torch.rand(1, y1 - y0 - 4, x1 - x0 - 4, 3, generator=g)
+    return page
+
+
+def test_limit_to_panel_shrinks_each_panel_on_its_own_and_stays_exact():
+    truth = _panels_page()
+    mask = torch.zeros(260, 400)
+    mask[50:80, 40:100] = 1  # in panel A
+    mask[40:70, 250:330] = 1  # in panel B
+    mask[120:160, 300:320] = 1  # across the gutter between B and C
+    mask[253:257, 100:300] = 1  # in the bottom gutter
+    cfg = sgim.SGIMConfig(sgi_max_side=64, context_margin=8, min_crop_side=0, limit_to_panel=True, **SMALL)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, _damage(truth, mask), mask, seed=1, config=cfg)
+    assert torch.equal(res.image, truth)
+    boxes = [f.box for f in res.frames]
+    # panels are found on the page as given: the text across the gutter joins B and C into one panel,
+    # which holds both of its regions; the text in the bottom gutter is no panel and stays with the page
+    assert boxes == [(0, 0, 260, 400), (10, 10, 250, 150), (10, 170, 250, 390)]
+    assert [int(f.mask.sum()) for f in res.frames] == [4 * 200, 30 * 60, 30 * 80 + 40 * 20]
+    for f in res.frames:
+        assert f.sgi_size == sgim.geometry.shrink_plan(f.size, 64) and f.run_fri  # each frame its own scale
+    assert [f.sgi_size for f in res.frames] == [(33, 50), (60, 35), (60, 55)]
+    # a clean page: B and C are two panels, the region across the gutter gets the box of both
+    frames = sgim.plan((260, 400), mask[None] > 0, cfg, page_gray=truth.mean(-1))
+    assert [f.box for f in frames] == [(0, 0, 260, 400), (10, 10, 250, 150), (10, 170, 130, 390), (10, 170, 250, 390)]
+    owned = torch.zeros(260, 400)
+    for f in res.frames:  # frames may overlap, their masks do not
+        y0, x0, y1, x1 = f.box
+        owned[y0:y1, x0:x1] += f.mask.float()
+    assert torch.equal(owned, mask)
+    by_frame = {}
+    for p in host.passes():
+        by_frame.setdefault(p.info.name, []).append(p.info.box)
+    for name, page_boxes in by_frame.items():  # every pass stays inside its frame
+        for box, job in zip(page_boxes, [j for f in res.frames for j in (f.sgi if name == "sgi" else f.crops)]):
+            frame = next(f for f in res.frames if job in (f.sgi + f.crops))
+            assert sgim.geometry.union_box(frame.box, box) == frame.box
+
+
+def test_preview_in_strips_equals_one_piece_and_fri_starts_from_it(monkeypatch):
+    truth = _page(1, 90, 130)
+    mask = torch.zeros(90, 130)
+    mask[20:70, 30:100] = 1
+    image = _damage(truth, mask)
+    cfg = sgim.SGIMConfig(sgi_max_side=64, **SMALL)
+    host = _SeeingHost(truth)
+    whole = sgim.inpaint(host, image, mask, config=cfg).sgi_preview
+    monkeypatch.setattr(sgim, "PREVIEW_STRIP", 7)
+    assert torch.equal(sgim.inpaint(OracleHost(truth), image, mask, config=cfg).sgi_preview, whole)
+    sgi, fri = host.passes()
+    assert sgi.info.size == (23, 33) and fri.info.size == (90, 130)
+    inside = mask > 0
+    # FRI's input is the page with the upscaled structure inside the mask: the preview
+    assert torch.equal(host.images[1][0][inside], whole[0][inside])
+    assert torch.equal(host.images[1][0][~inside], image[0][~inside])
