@@ -2,8 +2,8 @@
 
 Removes what MASK marks (white = repaint) from PAGE and redraws it with a local diffusers-format
 Stable Diffusion model (standard or 9-channel inpainting; zero-SNR v-prediction or epsilon), in
-two passes per mask region: a structure pass shrunk to at most ``--sgi-max-side``, then a
-full-resolution refinement. Pixels outside the mask are written back unchanged. The page's
+two passes: a structure pass on the page shrunk to at most ``--sgi-max-side``, then a
+full-resolution refinement of crops around the mask regions. Pixels outside the mask are written back unchanged. The page's
 resolution (DPI) and bit depth are kept.
 """
 
@@ -32,16 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", type=float, default=7.0, help="guidance scale (default: %(default)s)")
     parser.add_argument("--cfg-rescale", type=float, default=None, help="CFG rescale phi (default: 0.7 with zero SNR, else 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--sgi-max-side", type=int, default=d.sgi_max_side, help="longest side of the structure pass (default: %(default)s)")
+    parser.add_argument("--sgi-max-side", type=int, default=d.sgi_max_side, help="longest side of the page in the structure pass (default: %(default)s)")
     parser.add_argument("--plan", choices=("halve", "fit"), default=d.plan, help="shrink by halving or fit exactly (default: %(default)s)")
     parser.add_argument("--fri-strength", type=float, default=d.fri_strength, help="denoise of the refinement pass (default: %(default)s)")
     parser.add_argument("--fri-steps", type=int, default=d.fri_steps, help="steps the refinement pass runs (default: %(default)s)")
-    parser.add_argument("--run-fri", choices=("auto", "always", "never"), default=d.run_fri, help="refinement pass: auto = only when shrunk (default: %(default)s)")
+    parser.add_argument("--run-fri", choices=("auto", "always", "never"), default=d.run_fri, help="refinement pass: auto = only when the page was shrunk (default: %(default)s)")
     parser.add_argument("--grow-mask", type=int, default=d.grow_mask, help="grow the mask by N pixels (default: %(default)s)")
     parser.add_argument("--feather", type=int, default=d.feather, help="blend width inside the mask in pixels (default: %(default)s)")
-    parser.add_argument("--context-margin", type=int, default=d.context_margin, help="context pixels around each region (default: %(default)s)")
+    parser.add_argument("--context-margin", type=int, default=d.context_margin, help="context pixels around each region, in the pixels of each pass (default: %(default)s)")
     parser.add_argument("--min-crop-side", type=int, default=d.min_crop_side, help="smallest crop side (default: %(default)s)")
-    parser.add_argument("--limit-to-panel", action="store_true", help="keep each crop inside its manga panel")
+    parser.add_argument("--limit-to-panel", action="store_true", help="work panel by panel: each panel shrunk on its own, crops kept inside it")
     parser.add_argument("--scheduler", choices=("auto", "ddim", "euler", "dpmpp_2m"), default="auto", help="sampler (default: the model's own)")
     parser.add_argument("--prediction", choices=("auto", "v_prediction", "epsilon"), default="auto", help="what the UNet predicts (default: the model's scheduler config)")
     parser.add_argument("--zero-snr", choices=("auto", "on", "off"), default="auto", help="zero-terminal-SNR schedule with trailing steps (default: the model's config)")
