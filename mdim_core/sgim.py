@@ -788,7 +788,9 @@ def _run_frame(runner: _Runner, frame: Frame, out: torch.Tensor, config: SGIMCon
     fy0, fx0, fy1, fx1 = frame.box
     channels = out.shape[-1]
     mask = frame.mask[None].expand(len(rows), -1, -1)
-    region = out[rows, fy0:fy1, fx0:fx1]  # the page as earlier (overlapping) frames left it
+    # the page as earlier (overlapping) frames left it; a view when the rows are consecutive (no page-sized copy)
+    consecutive = rows == list(range(rows[0], rows[-1] + 1))
+    region = out[rows[0] : rows[-1] + 1, fy0:fy1, fx0:fx1] if consecutive else out[rows, fy0:fy1, fx0:fx1]
     if frame.shrunk:  # area averaging of the frame as it is: no page-sized float copy for float input
         small = _rgb(geometry.resize_image(region, frame.sgi_size).clamp(0.0, 1.0)).clone()
         small_mask = geometry.shrink_mask(mask.float(), frame.sgi_size) > 0.5
