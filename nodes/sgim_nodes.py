@@ -5,8 +5,10 @@ module is the ComfyUI host of ``mdim_core.host.SGIMHost``: it encodes/decodes wi
 VAE (tiled when a crop is large), samples with ``comfy.sample`` on the graph's MODEL with a
 noise mask, builds the masked-image conditioning of 9-channel inpainting checkpoints at each
 pass's resolution, shows one progress bar (with previews) over every pass, and stops when the
-user cancels. Inputs are never modified: the MODEL is not cloned or patched (it is only
-sampled), conditionings are copied before a key is added, tensors are never edited in place.
+user cancels. Page-level conditioning (ControlNet hints, Conditioning Set Area/Mask) is cut to
+each pass's crop. Inputs are never modified: the MODEL is not cloned or patched (it is only
+sampled), conditionings and ControlNets are copied before anything is changed, tensors are never
+edited in place.
 """
 
 from __future__ import annotations
@@ -278,7 +280,11 @@ def crop_page_conditioning(conditioning, info, scale: int, memo: dict | None = N
     if not outside:
         return conditioning
     first = outside[0]
-    log.info("[MDIM] SGIM: no area/mask conditioning covers the crop at %s; it gets no prompt there", info.box)
+    log.warning(
+        "[MDIM] SGIM: no entry of a conditioning covers the crop at %s (y0, x0, y1, x1) with its area/mask, so "
+        "that pass gets no prompt there; combine area/mask conditionings with a whole-page one (Conditioning Combine)",
+        info.box,
+    )
     return [[first[0], {**first[1], "strength": 0.0}, *first[2:]]]
 
 
@@ -471,8 +477,8 @@ class MDIMSGIMInpaint(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (Load Checkpoint, optionally through MDIM Zero-SNR Model or LoRA loaders)."),
-                io.Conditioning.Input("positive", tooltip="Positive prompt (CLIP Text Encode), e.g. 'manga, manga style, comic, monochrome'. ControlNet Apply outputs work too."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt (CLIP Text Encode)."),
+                io.Conditioning.Input("positive", tooltip="Positive prompt (CLIP Text Encode), e.g. 'manga, manga style, comic, monochrome'. Apply ControlNet, Conditioning (Set Area) and (Set Mask) outputs work too: give hints, areas and masks for the whole page; each pass gets the part under its crop."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (CLIP Text Encode). ControlNet hints, areas and masks on it follow each crop as on positive."),
                 io.Vae.Input("vae", tooltip="The VAE of the checkpoint (Load Checkpoint's VAE output)."),
                 io.Image.Input("image", tooltip="The page(s) to inpaint, any size; grayscale, RGB or RGBA (alpha is dropped)."),
                 io.Mask.Input("mask", tooltip="What to remove and redraw (white/1 = repaint). A Load Image MASK output or Image To Mask; a different size is resized, one mask serves a whole batch."),

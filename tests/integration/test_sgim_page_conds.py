@@ -142,6 +142,25 @@ def test_fri_crop_hint_is_an_exact_slice_of_a_page_size_hint(chained):
     assert torch.equal(crop[..., 44:], hint[:, :, 8:48, 59:60].expand(-1, -1, -1, 4))  # right padding repeats the edge
 
 
+
+def test_bilinear_controlnet_hint_is_interpolated_at_the_pass_pixels(comfy_nodes, inprocess_checkpoint, controlnet):
+    """A ControlNet that resizes hints bilinearly gets the bilinear page-size hint's crop."""
+    import torch
+    import torch.nn.functional as F
+
+    sgim_nodes, _ = _mods()
+    _, clip, _ = inprocess_checkpoint
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
+    half = _hint(PAGE[0] // 2, PAGE[1] // 2, 8)
+    pos, _ = _apply(comfy_nodes, cond, controlnet, half)
+    pos[0][1]["control"].upscale_algorithm = "bilinear"  # this test's own ControlNet copy
+    box, size, padded = CASES["fri_crop"]
+    got = sgim_nodes.crop_page_conditioning(pos, _info(box, size, padded), 8)[0][1]["control"].cond_hint_original
+    page_hint = F.interpolate(half.movedim(-1, 1), size=PAGE, mode="bilinear", align_corners=False)
+    want = _pad(page_hint[:, :, box[0] : box[2], box[1] : box[3]], padded)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+    assert not torch.equal(got, _expected(_page_hint_at_page_size(half), box, size, padded))  # not nearest
+
 def test_whole_page_pass_leaves_conditioning_untouched(chained):
     sgim_nodes, _ = _mods()
     pos, _, _, _ = chained
