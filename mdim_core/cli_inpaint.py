@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         imageio.write_image(args.sgi_preview, result.sgi_preview[0].numpy(), dpi=page.dpi, bit_depth=page.bit_depth)
     if not args.quiet:
         print(
-            f"{Path(args.output)}: {len(result.jobs)} region(s), {result.passes} pass(es), "
+            f"{Path(args.output)}: {sum(len(f.crops) for f in result.frames)} crop(s), {result.passes} pass(es), "
             f"{host.model_calls} model call(s)"
         )
     return 0

@@ -81,8 +81,9 @@ def test_python_dash_m_runs(model_dir, page_and_mask, tmp_path):
            "--model", str(model_dir), *FAST, "--run-fri", "never"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    found = re.search(r"(\d+) region\(s\), (\d+) pass\(es\)", proc.stdout)
-    assert found and found.group(1) == found.group(2)  # --run-fri never: one pass per region
+    found = re.search(r"(\d+) crop\(s\), (\d+) pass\(es\)", proc.stdout)
+    # --run-fri never: one structure pass on the shrunk page (26 x 22) holds both regions, pasted as two crops
+    assert found and (found.group(1), found.group(2)) == ("2", "1")
     assert np.array_equal(np.array(Image.open(out))[~hole], page[~hole])
 
 
