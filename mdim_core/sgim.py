@@ -368,23 +368,20 @@ class RegionOwners:
         return out
 
 
-def _widen_many(boxes: np.ndarray, bounds: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
-    """``geometry.expand_box(box, 0, size, side, bounds)`` for rows of int64 ``[k, 4]`` arrays at once."""
-    if not side:
-        return boxes.copy()
+def _widen_many(boxes: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
+    """``geometry.expand_box(box, 0, size, side)`` for rows of an int64 ``[k, 4]`` array at once."""
     out = boxes.copy()
+    if not side:
+        return out
     for lo_i, hi_i, limit in ((0, 2, size[0]), (1, 3, size[1])):
-        low = np.maximum(0, np.minimum(bounds[:, lo_i], boxes[:, lo_i]))
-        high = np.minimum(limit, np.maximum(bounds[:, hi_i], boxes[:, hi_i]))
         lo, hi = boxes[:, lo_i].copy(), boxes[:, hi_i].copy()
-        want = np.minimum(side, high - low)
-        extra = np.maximum(want - (hi - lo), 0)
+        extra = np.maximum(min(side, limit) - (hi - lo), 0)
         lo, hi = lo - extra // 2, hi + extra - extra // 2
-        under = lo < low
-        hi, lo = np.where(under, hi + (low - lo), hi), np.where(under, low, lo)
-        over = hi > high
-        lo, hi = np.where(over, lo - (hi - high), lo), np.where(over, high, hi)
-        out[:, lo_i], out[:, hi_i] = np.maximum(low, lo), hi
+        under = lo < 0
+        hi, lo = np.where(under, hi - lo, hi), np.where(under, 0, lo)
+        over = hi > limit
+        lo, hi = np.where(over, lo - (hi - limit), lo), np.where(over, limit, hi)
+        out[:, lo_i], out[:, hi_i] = np.maximum(0, lo), hi
     return out
 
 
@@ -393,59 +390,47 @@ def _latent_area(boxes: np.ndarray, scale: int = 8) -> np.ndarray:
     return (-(-(boxes[:, 2] - boxes[:, 0]) // scale)) * (-(-(boxes[:, 3] - boxes[:, 1]) // scale))
 
 
-def _group_regions(
-    items: list[tuple[Box, Box | None]], size: tuple[int, int], config: SGIMConfig
-) -> list[tuple[Box, list[int]]]:
+def _group_regions(boxes: list[Box], size: tuple[int, int], config: SGIMConfig) -> list[tuple[Box, list[int]]]:
     """Group regions into crops where one crop covers no more page than separate ones.
 
-    ``items``: per region, its box with context margin and its panel's box (or None). A group's
-    crop is the union of its members' boxes widened to ``min_crop_side`` (inside the union of
-    their panels when every member has one). Greedily, the two groups whose merge saves the
+    ``boxes``: per region, its box with context margin. A group's crop is the union of its
+    members' boxes widened to ``min_crop_side``. Greedily, the two groups whose merge saves the
     most crop area (latent pixels, padded to /8; ties merge) become one, until no merge saves
     anything (each group keeps its best partner; a group whose partner merged elsewhere looks
-    again, so planning stays fast with thousands of specks). So regions side by side share a crop, while two regions whose union box would
-    cover much more page than their two crops (diagonal neighbours, an L) keep separate,
-    overlapping crops. The objective is area, not ``crop_cost``: a merge never pushes a crop
-    over the tile side just because tiles are cheaper per pixel.
-    Returns ``(crop box, member indices)`` pairs.
+    again, so planning stays fast with thousands of specks). So regions side by side share a
+    crop, while two regions whose union box would cover much more page than their two crops
+    (diagonal neighbours, an L) keep separate, overlapping crops. The objective is area, not
+    ``crop_cost``: a merge never grows a crop over the tile side just because tiles are
+    cheaper per pixel. Returns ``(crop box, member indices)`` pairs.
     """
     side = config.min_crop_side
-    n = len(items)
-    h, w = size
-    # per group id (ids grow with each merge): raw box, panel bounds (the page when not all in panels), crop, area
+    n = len(boxes)
+    # per group id (ids grow with each merge): raw box (union of its members), crop, area
     raw = np.zeros((2 * n, 4), dtype=np.int64)
-    bounds = np.tile(np.array([0, 0, h, w], dtype=np.int64), (2 * n, 1))
-    in_panels = np.zeros(2 * n, dtype=bool)
+    raw[:n] = boxes
     alive = np.zeros(2 * n, dtype=bool)
-    for i, (box, pbox) in enumerate(items):
-        raw[i] = box
-        if pbox is not None:
-            bounds[i], in_panels[i] = pbox, True
-    members: dict[int, list[int]] = {i: [i] for i in range(n)}
     alive[:n] = True
-    crops = _widen_many(raw, bounds, size, side)
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    crops = _widen_many(raw, size, side)
     areas = _latent_area(crops)
     reach = max(side, 2 * config.context_margin, 64)  # farther groups never get smaller together
 
     def union(a: int, others: np.ndarray):
-        """Raw boxes, bounds, in-panels flags, crops and areas of ``a`` merged with each of ``others``."""
+        """Raw boxes, crops and areas of ``a`` merged with each of ``others``."""
         r = np.concatenate([np.minimum(raw[others, :2], raw[a, :2]), np.maximum(raw[others, 2:], raw[a, 2:])], axis=1)
-        full = in_panels[others] & in_panels[a]
-        b = np.concatenate([np.minimum(bounds[others, :2], bounds[a, :2]), np.maximum(bounds[others, 2:], bounds[a, 2:])], axis=1)
-        b[~full] = (0, 0, h, w)
-        c = _widen_many(r, b, size, side)
-        return r, b, full, c, _latent_area(c)
+        c = _widen_many(r, size, side)
+        return r, c, _latent_area(c)
 
     heap: list[tuple[int, int, int]] = []  # (-saving, group, its best partner) for each live group
 
     def push_best(a: int) -> None:
+        y0, x0, y1, x1 = crops[a]
         c = crops
-        y0, x0, y1, x1 = c[a]
         hit = alive & (c[:, 0] < y1 + reach) & (y0 < c[:, 2] + reach) & (c[:, 1] < x1 + reach) & (x0 < c[:, 3] + reach)
         hit[a] = False
         others = np.flatnonzero(hit)
         if others.size:
-            saving = areas[a] + areas[others] - union(a, others)[4]
+            saving = areas[a] + areas[others] - union(a, others)[2]
             k = int(np.argmax(saving))  # the largest saving; the first (lowest id) of equal ones
             if saving[k] >= 0:
                 heapq.heappush(heap, (-int(saving[k]), a, int(others[k])))
@@ -460,46 +445,35 @@ def _group_regions(
         if not alive[b]:  # its partner merged elsewhere meanwhile: find its best partner again
             push_best(a)
             continue
-        r, bd, full, c, ar = union(a, np.array([b]))
-        raw[next_id], bounds[next_id], in_panels[next_id], crops[next_id], areas[next_id] = r[0], bd[0], full[0], c[0], ar[0]
+        r, c, ar = union(a, np.array([b]))
+        raw[next_id], crops[next_id], areas[next_id] = r[0], c[0], ar[0]
         members[next_id] = members.pop(a) + members.pop(b)
         alive[[a, b]] = False
         alive[next_id] = True
         push_best(next_id)
         next_id += 1
-    groups = members
-    return sorted((tuple(int(v) for v in crops[g]), sorted(groups[g])) for g in groups)
+    return sorted((tuple(int(v) for v in crops[g]), sorted(mem)) for g, mem in members.items())
 
 
-def _merge_overlapping(
-    items: list[tuple[Box, Box | None]], size: tuple[int, int], config: SGIMConfig
-) -> list[tuple[Box, list[int]]]:
+def _merge_overlapping(boxes: list[Box], size: tuple[int, int], config: SGIMConfig) -> list[tuple[Box, list[int]]]:
     """Crops that never overlap: overlapping region boxes merge into their union, the merged boxes
-    are widened to ``min_crop_side`` (inside their regions' panels) and merged again."""
+    are widened to ``min_crop_side`` and merged again."""
 
-    def owners_of(boxes: list[Box], parts: list[Box]) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in boxes]
+    def owners_of(merged: list[Box], parts: list[Box]) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in merged]
         for i, part in enumerate(parts):  # merged boxes are disjoint: exactly one holds each part
-            k = next(k for k, b in enumerate(boxes) if geometry.union_box(b, part) == b)
+            k = next(k for k, b in enumerate(merged) if geometry.union_box(b, part) == b)
             out[k].append(i)
         return out
 
-    boxes = geometry.merge_boxes([box for box, _ in items])
-    members = owners_of(boxes, [box for box, _ in items])
+    merged = geometry.merge_boxes(boxes)
+    members = owners_of(merged, boxes)
     if config.min_crop_side:
-        widened = []
-        for box, mem in zip(boxes, members):
-            pboxes = [items[i][1] for i in mem]
-            bounds = None
-            if all(p is not None for p in pboxes):  # stay inside the panel(s) of its regions
-                bounds = pboxes[0]
-                for p in pboxes[1:]:
-                    bounds = geometry.union_box(bounds, p)
-            widened.append(geometry.expand_box(box, 0, size, config.min_crop_side, bounds=bounds))
+        widened = [geometry.expand_box(box, 0, size, config.min_crop_side) for box in merged]
         final = geometry.merge_boxes(widened)
         members = [sum((members[j] for j in mem), []) for mem in owners_of(final, widened)]
-        boxes = final
-    return sorted((box, sorted(mem)) for box, mem in zip(boxes, members))
+        merged = final
+    return sorted((box, sorted(mem)) for box, mem in zip(merged, members))
 
 
 #: above this many mask regions only the overlap-merging plan is tried (planning stays fast)
@@ -519,10 +493,10 @@ def _plan_crops(
     labels, origin, comps = masks.region_labels(mask2d, cell=cell)
     if not comps:
         return [], None
-    items = [(geometry.expand_box(comp, margin, size), None) for comp in comps]
-    grouped = _merge_overlapping(items, size, config)
-    if len(items) <= GROUPING_LIMIT:
-        grouped_apart = _group_regions(items, size, config)
+    boxes = [geometry.expand_box(comp, margin, size) for comp in comps]
+    grouped = _merge_overlapping(boxes, size, config)
+    if len(boxes) <= GROUPING_LIMIT:
+        grouped_apart = _group_regions(boxes, size, config)
         overlap = config.fri_tile_overlap
         if _plan_cost(grouped_apart, tile_side, overlap) < _plan_cost(grouped, tile_side, overlap):
             grouped = grouped_apart

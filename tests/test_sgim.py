@@ -528,7 +528,7 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
         for y, x in torch.randint(0, 630, (n, 2), generator=g).tolist():
             m[y : y + 4, x % 890 : x % 890 + 4] = True
         _, _, comps = masks.region_labels(m, cell=8)
-        items = [(sgim.geometry.expand_box(c, 16, (h, w)), None) for c in comps]
+        items = [sgim.geometry.expand_box(c, 16, (h, w)) for c in comps]
         merged, apart = sgim._merge_overlapping(items, (h, w), cfg), sgim._group_regions(items, (h, w), cfg)
         chosen = sgim.plan_regions(m, cfg)
         return m, merged, apart, chosen
