@@ -209,8 +209,9 @@ def _area_interval(p0: float, p1: float, box: tuple[int, int], size: int, padded
         return None
     factor = size / (stop - start)
     cells = padded // scale
-    first = 0 if p0 <= start else round((p0 - start) * factor / scale)
-    end = cells if p1 >= stop else round((p1 - start) * factor / scale)
+    # the cells at least half inside the area
+    first = 0 if p0 <= start else math.ceil((p0 - start) * factor / scale - 0.5)
+    end = cells if p1 >= stop else math.floor((p1 - start) * factor / scale + 0.5)
     end = min(end, cells)
     if end <= first:
         return None

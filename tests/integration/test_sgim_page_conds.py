@@ -375,3 +375,69 @@ def test_node_run_gives_every_pass_the_hint_under_its_crop(inprocess_comfy, inpr
                 want = _pad(_resize_nearest(page.movedim(-1, 1)[:, :, y0:y1, x0:x1], *info.size), info.padded_size)
                 assert all(torch.equal(row, want[0].to(hint.dtype)) for row in hint)
     assert pos[0][1]["control"].cond_hint is None and torch.equal(pos[0][1]["control"].cond_hint_original, page.movedim(-1, 1))
+
+
+def test_inpaint_controlnet_mask_is_cut_like_its_hint(comfy_nodes, inprocess_checkpoint, controlnet):
+    """Extra concat images of a ControlNet (the mask of inpainting ControlNets) follow the crop like the hint."""
+    import torch
+
+    sgim_nodes, _ = _mods()
+    _, clip, _ = inprocess_checkpoint
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
+    page_mask = torch.rand(1, 1, *PAGE, generator=torch.Generator().manual_seed(9))
+    hint = _hint(*PAGE, 10)
+    pos, _ = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(
+        cond, cond, controlnet, hint, 1.0, 0.0, 1.0, extra_concat=[page_mask]
+    )
+    box, size, padded = CASES["fri_crop"]
+    control = sgim_nodes.crop_page_conditioning(pos, _info(box, size, padded), 8)[0][1]["control"]
+    assert torch.equal(control.extra_concat_orig[0], _pad(page_mask[:, :, 8:48, 16:60], padded))
+    assert pos[0][1]["control"].extra_concat_orig[0] is page_mask
+
+
+def test_sampler_runs_a_pass_that_no_area_or_mask_covers(inprocess_checkpoint, comfy_nodes, prompts, monkeypatch, caplog):
+    """An area-only positive and a mask-only negative that both miss the crop: the pass still samples,
+    every entry it gets weighs 0 there (as ComfyUI outside every area), and the user is told."""
+    import logging
+
+    import comfy.samplers
+    import torch
+
+    sgim_nodes, _ = _mods()
+    model, _, vae = inprocess_checkpoint
+    positive = _left_half(comfy_nodes, prompts[1], False)
+    page_mask = torch.zeros(1, *PAGE)
+    page_mask[:, :, :40] = 1.0
+    negative = comfy_nodes.ConditioningSetMask().append(prompts[0], page_mask, "mask bounds", 1.0)[0]
+    seen = []
+    real = comfy.samplers.get_area_and_mult
+
+    def spy(cond, x_in, timestep):
+        out = real(cond, x_in, timestep)
+        seen.append((cond.get("area"), None if out is None else float(out.mult.abs().max())))
+        return out
+
+    monkeypatch.setattr(comfy.samplers, "get_area_and_mult", spy)
+    host = sgim_nodes.ComfyHost(model, vae, positive, negative, cfg=2.0, sampler_name="euler", scheduler="simple")
+    image = torch.rand(1, 64, 40, 3, generator=torch.Generator().manual_seed(4))
+    info = _info((0, 56, 64, 96), (64, 40), (64, 40))
+    with caplog.at_level(logging.WARNING, logger="MDIM"), torch.inference_mode():
+        out = host.denoise(vae.encode(image), image=image, mask=torch.ones(1, 64, 40), strength=1.0, steps=1, seed=2, info=info)
+    assert torch.isfinite(out).all()
+    assert seen and all(mult == 0.0 for _, mult in seen)
+    assert (8, 5, 0, 0) in [area for area, _ in seen]
+    assert "(0, 56, 64, 96)" in caplog.text and "Conditioning Combine" in caplog.text
+    assert positive[0][1]["strength"] == 0.8 and torch.equal(negative[0][1]["mask"], page_mask)
+
+
+def test_area_edges_off_the_crop_grid_take_cells_at_least_half_inside(comfy_nodes, prompts):
+    sgim_nodes, _ = _mods()
+    area = comfy_nodes.ConditioningSetArea().append(prompts[1], 56, 24, 0, 16, 1.0)[0]  # x 0..56, y 16..40
+    conds = prompts[0] + area
+    # crop x 36..84, y 4..60: the area's right edge x = 56 is 20 px = 2.5 cells in, its top y = 16 is 1.5 cells
+    # down and its bottom y = 40 is 4.5 cells down: the half-covered cells 2 (x), 1 and 4 (y) are in
+    got = sgim_nodes.crop_page_conditioning(conds, _info((4, 36, 60, 84), (56, 48), (56, 48)), 8)
+    assert got[1][1]["area"] == (4, 3, 1, 0)
+    # shrunk by 4 (structure pass): 0.625 cells wide -> 1 cell; y 0.375..1.125 cells -> cell 0 only
+    got = sgim_nodes.crop_page_conditioning(conds, _info((4, 36, 60, 84), (14, 12), (16, 16), "sgi"), 8)
+    assert got[1][1]["area"] == (1, 1, 0, 0)
