@@ -161,6 +161,21 @@ def test_bilinear_controlnet_hint_is_interpolated_at_the_pass_pixels(comfy_nodes
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
     assert not torch.equal(got, _expected(_page_hint_at_page_size(half), box, size, padded))  # not nearest
 
+
+def test_hint_of_another_aspect_ratio_is_centre_cropped_to_the_page_as_comfyui_does(comfy_nodes, prompts, controlnet):
+    """A 64x128 hint on a 64x96 page: ComfyUI uses its middle 96 columns for a whole-page pass; crops agree."""
+    import comfy.utils
+    import torch
+
+    sgim_nodes, _ = _mods()
+    wide = _hint(64, 128, 11)
+    pos, _ = _apply(comfy_nodes, prompts[0], controlnet, wide)
+    whole = comfy.utils.common_upscale(wide.movedim(-1, 1), PAGE[1], PAGE[0], "nearest-exact", "center")
+    assert torch.equal(whole, wide.movedim(-1, 1)[:, :, :, 16:112])
+    box, size, padded = CASES["fri_crop"]
+    got = sgim_nodes.crop_page_conditioning(pos, _info(box, size, padded), 8)[0][1]["control"].cond_hint_original
+    assert torch.equal(got, _pad(whole[:, :, 8:48, 16:60], padded))
+
 def test_whole_page_pass_leaves_conditioning_untouched(chained):
     sgim_nodes, _ = _mods()
     pos, _, _, _ = chained
