@@ -130,17 +130,23 @@ def crop_page_tensor(
     out_size: tuple[int, int],
     step: int = 1,
     linear: bool = False,
+    centre_crop: bool = True,
 ) -> torch.Tensor:
     """The part of a page-aligned tensor ``[..., h, w]`` (any resolution) that one pass sees.
 
     Returns ``[..., out_size[0], out_size[1]]``: cell ``(i, j)`` (``step`` pass pixels wide) takes
     the source at the page point under its centre (padding repeats the last row/column of the
     pass content, as the engine pads the image). ``linear``: interpolate linearly instead of
-    taking the source pixel under the centre.
+    taking the source pixel under the centre. ``centre_crop``: a source of another aspect ratio
+    covers the page with its centre part, as ControlNet hints do; else it is stretched over the
+    page, as ComfyUI resizes cond masks.
     """
     page_h, page_w = info.page_size
     (y0, x0, y1, x1), (h, w) = info.box, info.size
-    win_y, win_x = _page_window(t.shape[-2], t.shape[-1], page_h, page_w)
+    if centre_crop:
+        win_y, win_x = _page_window(t.shape[-2], t.shape[-1], page_h, page_w)
+    else:
+        win_y, win_x = (0, t.shape[-2]), (0, t.shape[-1])
     ny, cy = _axis_sources(out_size[0], step, (y0, y1), h, page_h, win_y)
     nx, cx = _axis_sources(out_size[1], step, (x0, x1), w, page_w, win_x)
     if not linear:
@@ -271,7 +277,9 @@ def crop_page_conditioning(conditioning, info, scale: int, memo: dict | None = N
         mask = values.get("mask")
         if isinstance(mask, torch.Tensor) and mask.ndim in (2, 3):
             page_mask = mask if mask.ndim == 3 else mask[None]
-            crop = crop_page_tensor(_batch_rows(page_mask, info), info, latent_size, step=scale, linear=True)
+            crop = crop_page_tensor(
+                _batch_rows(page_mask, info), info, latent_size, step=scale, linear=True, centre_crop=False
+            )
             out = out or not bool(crop.any())
             changed["mask"] = crop
         new = [entry[0], {**values, **changed}, *entry[2:]] if changed else entry

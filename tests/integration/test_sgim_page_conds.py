@@ -299,6 +299,14 @@ def test_mask_condition_is_cut_to_the_pass_latent_cells(comfy_nodes, prompts):
     half = comfy_nodes.ConditioningSetMask().append(prompts[1], page_mask[:, ::2, ::2], "default", 0.9)[0]
     got_half = sgim_nodes.crop_page_conditioning(prompts[0] + half, _info((0, 32, 64, 80), (64, 48), (64, 48)), 8)
     assert torch.equal(got_half[1][1]["mask"], expected)
+    # a mask of another aspect ratio is stretched over the page (ComfyUI resizes cond masks without cropping)
+    # (cell centres x = 36, 44, ..., 76 on the page sample the 64x192 mask at x' = 2x - 0.5; ones from x' = 120)
+    wide = torch.zeros(1, 64, 192)
+    wide[:, :, 120:] = 1.0
+    stretched = comfy_nodes.ConditioningSetMask().append(prompts[1], wide, "default", 0.9)[0]
+    got_wide = sgim_nodes.crop_page_conditioning(prompts[0] + stretched, _info((0, 32, 64, 80), (64, 48), (64, 48)), 8)
+    assert torch.equal(got_wide[1][1]["mask"][0, 0], torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]))
+    assert torch.equal(got_wide[1][1]["mask"], got_wide[1][1]["mask"][:, :1].expand(1, 8, 6))
     right = sgim_nodes.crop_page_conditioning(conds, _info((0, 56, 64, 96), (64, 40), (64, 40)), 8)
     assert len(right) == 1
     assert masked[0][1]["mask"] is not got[1][1]["mask"] and torch.equal(masked[0][1]["mask"], page_mask)
