@@ -1,6 +1,6 @@
-"""MDIM SGIM Inpaint: two-pass manga inpainting (SGI at a shrunk size, FRI at full resolution).
+"""MDIM SGIM Inpaint: two-pass manga inpainting (SGI on the shrunk page, FRI at full resolution on crops).
 
-The engine (``mdim_core.sgim``) plans the regions, shrinks, pads, pastes and composites; this
+The engine (``mdim_core.sgim``) plans the crops, shrinks, pads, pastes and composites; this
 module is the ComfyUI host of ``mdim_core.host.SGIMHost``: it encodes/decodes with the graph's
 VAE (tiled when a crop is large), samples with ``comfy.sample`` on the graph's MODEL with a
 noise mask, builds the masked-image conditioning of 9-channel inpainting checkpoints at each
@@ -491,21 +491,21 @@ class MDIMSGIMInpaint(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE of the checkpoint (Load Checkpoint's VAE output)."),
                 io.Image.Input("image", tooltip="The page(s) to inpaint, any size; grayscale, RGB or RGBA (alpha is dropped)."),
                 io.Mask.Input("mask", tooltip="What to remove and redraw (white/1 = repaint). A Load Image MASK output or Image To Mask; a different size is resized, one mask serves a whole batch."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Random seed; the same seed gives the same result. Region k uses seed + k."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Random seed; the same seed gives the same result. The k-th crop that runs uses seed + k."),
                 io.Int.Input("steps", default=d.steps, min=1, max=1000, tooltip="Sampling steps of the structure pass (SGI, full denoise)."),
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale, as in KSampler."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler", tooltip="Sampler, as in KSampler (euler, dpmpp_2m or ddim suit zero-SNR models; heun does not)."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple", tooltip="Scheduler, as in KSampler. 'simple' starts at the terminal timestep like trailing spacing, which zero-SNR models need."),
-                io.Int.Input("sgi_max_side", default=d.sgi_max_side, min=64, max=8192, step=8, tooltip="Longest side of the structure pass. Larger crops are shrunk (by halving, or by 'plan') to at most this; 1024 for SD1.5-sized models."),
-                io.Combo.Input("plan", options=PLAN_OPTIONS, default=d.plan, tooltip="How crops are shrunk for the structure pass: 'halve' (halve until within sgi_max_side, as in MDIM) or 'fit' (scale once to exactly sgi_max_side)."),
+                io.Int.Input("sgi_max_side", default=d.sgi_max_side, min=64, max=8192, step=8, tooltip="Longest side of the page (or panel) in the structure pass: a larger page is shrunk (by halving, or by 'plan') to at most this, so the model sees it at the scale it knows; 1024 for SD1.5-sized models."),
+                io.Combo.Input("plan", options=PLAN_OPTIONS, default=d.plan, tooltip="How the page is shrunk for the structure pass: 'halve' (halve until within sgi_max_side, as in MDIM) or 'fit' (scale once to exactly sgi_max_side)."),
                 io.Float.Input("fri_strength", default=d.fri_strength, min=0.01, max=1.0, step=0.01, tooltip="Denoise of the full-resolution refinement pass (FRI). 0.5 keeps the structure of the first pass and redraws detail such as screentone."),
                 io.Int.Input("fri_steps", default=d.fri_steps, min=1, max=1000, tooltip="Steps the refinement pass actually runs (the last fri_steps of a schedule of fri_steps / fri_strength steps)."),
-                io.Combo.Input("run_fri", options=RUN_FRI_OPTIONS, default=d.run_fri, tooltip="'auto': refine only when the structure pass had to shrink the crop; 'always'; 'never' (structure pass only)."),
+                io.Combo.Input("run_fri", options=RUN_FRI_OPTIONS, default=d.run_fri, tooltip="'auto': refine at full resolution only when the structure pass had to shrink the page; 'always'; 'never' (structure pass only, upscaled)."),
                 io.Int.Input("grow_mask", default=d.grow_mask, min=0, max=256, tooltip="Grow the mask by this many pixels (opt-in: pixels that close to the mask may change too). 0 keeps your mask exactly."),
                 io.Int.Input("feather", default=d.feather, min=0, max=256, tooltip="Blend the result into the page over this many pixels, inside the mask only (0 = hard edge)."),
-                io.Int.Input("context_margin", default=d.context_margin, min=0, max=4096, tooltip="Pixels of page around each mask region that the model sees as context."),
-                io.Int.Input("min_crop_side", default=d.min_crop_side, min=0, max=8192, step=8, tooltip="Crops are widened to at least this side (within the page) so small regions still get enough context; 512 suits SD1.5."),
-                io.Boolean.Input("limit_to_panel", default=d.limit_to_panel, tooltip="Keep each crop inside the manga panel that holds its mask region (panels are found from the white gutters), so context never comes from the neighbouring panel."),
+                io.Int.Input("context_margin", default=d.context_margin, min=0, max=4096, tooltip="Pixels around each mask region that the model sees as context, in the pixels of each pass: the shrunk page in the structure pass, the page in the refinement pass."),
+                io.Int.Input("min_crop_side", default=d.min_crop_side, min=0, max=8192, step=8, tooltip="Crops are widened to at least this side (within the page or panel, in the pixels of each pass) so small regions still get enough context; 512 suits SD1.5."),
+                io.Boolean.Input("limit_to_panel", default=d.limit_to_panel, tooltip="Work panel by panel (panels are found from the white gutters): each panel holding mask is shrunk on its own for the structure pass and crops stay inside it, so context never comes from the neighbouring panel."),
                 io.Float.Input("tiled_vae_megapixels", default=4.0, min=0.0, max=1000.0, step=0.5, tooltip="Encode/decode crops larger than this many megapixels in tiles to save memory (0: only when the VAE's memory estimate exceeds free memory). Out-of-memory errors always retry tiled."),
                 SymVAE.Input("symvae", optional=True, tooltip="Optional MDIM Symmetric VAE (from MDIM Symmetric VAE Loader): decodes with the page's own encoder features, keeping screentone crisp."),
             ],
