@@ -40,21 +40,23 @@ class PassInfo:
     """Where one denoising pass sits in the run; handed to ``SGIMHost.denoise``.
 
     Attributes:
-        name: ``"sgi"`` (structure pass at the shrunk size, strength 1.0, or the only pass
-            when no shrink is needed) or ``"fri"`` (full-resolution refinement).
+        name: ``"sgi"`` (structure pass on a crop of the shrunk page, strength 1.0, or the
+            only pass when no shrink is needed) or ``"fri"`` (full-resolution refinement).
         index: 0-based index of this pass among all passes of the run.
-        count: number of passes the engine runs in total (all regions, batch groups and
-            both kinds), known before the first pass starts.
+        count: number of passes the engine runs in total (all crops, frames, batch groups
+            and both kinds), known before the first pass starts.
         steps_before: sampling steps of all passes that ran before this one.
         total_steps: sampling steps of all passes of the run. A host that shows one
             progress bar reports ``steps_before + step + 1`` out of ``total_steps``.
-        region: 0-based index of the page region (crop) this pass works on.
-        regions: number of regions in this batch group.
+        region: 0-based index of the crop this pass works on, among the crops of this
+            pass kind in its frame (the page, or a panel).
+        regions: number of those crops.
         batch_indices: which images of the engine's input batch are in this pass
             (the latent batch dimension follows this order).
-        box: ``(y0, x0, y1, x1)`` of the crop in page pixels (end-exclusive).
+        box: ``(y0, x0, y1, x1)`` of the crop in page pixels (end-exclusive); for an SGI
+            crop of a shrunk page, the page pixels it shows.
         size: ``(h, w)`` of the pass content in pixels before padding: the crop size for
-            FRI, the shrunk crop size for SGI.
+            FRI, the crop of the shrunk page for SGI (smaller than ``box`` then).
         padded_size: ``(H, W)`` of the pixel image actually given to the host (``size``
             padded at the bottom and right to multiples of ``latent_scale``).
         tile: 0-based index of this FRI tile when a large crop's FRI runs in tiles
