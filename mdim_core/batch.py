@@ -253,6 +253,17 @@ def _find_mask(masks: str, page: Path) -> Path | None:
     return None
 
 
+def _sgim_config(steps: ModelSteps):
+    """SGIM settings of a batch run: ``steps`` structure steps and, as in the thesis (50 + 25), a
+    refinement that walks the second half of the same schedule (``steps * fri_strength`` steps)."""
+    from . import sgim
+
+    options = dict(steps.sgim_options)
+    strength = options.get("fri_strength", sgim.SGIMConfig.fri_strength)
+    options.setdefault("fri_steps", max(1, round(steps.steps * strength)))
+    return sgim.SGIMConfig(steps=steps.steps, **options)
+
+
 def _model_steps(clean, page: Path, steps: ModelSteps):
     """Chain the Symmetric VAE restore and SGIM text removal on a cleaned page [H, W]."""
     import numpy as np
@@ -273,7 +284,7 @@ def _model_steps(clean, page: Path, steps: ModelSteps):
             mask = imageio.read_page(mask_file).pixels.mean(axis=-1)
             image = torch.from_numpy(np.repeat(clean[..., None], 3, axis=-1))[None]
             result = sgim.inpaint(models["host"], image, torch.from_numpy(mask)[None], seed=steps.seed,
-                                  config=sgim.SGIMConfig(steps=steps.steps, **dict(steps.sgim_options)))
+                                  config=_sgim_config(steps))
             clean = result.image[0].numpy().mean(axis=-1)
     return clean
 

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=None, help="local diffusers Stable Diffusion folder for SGIM text removal")
     m.add_argument("--masks", default=None, help="folder of masks named like the pages (white = remove text)")
     m.add_argument("--seed", type=int, default=0, help="SGIM seed (default: %(default)s)")
-    m.add_argument("--sgim-steps", type=int, default=30, help="SGIM structure-pass steps (default: %(default)s)")
+    m.add_argument("--sgim-steps", type=int, default=30, help="SGIM structure-pass steps; the refinement runs half as many, over the second half of the schedule (default: %(default)s)")
     m.add_argument("--sgi-max-side", type=int, default=1024, help="SGIM structure-pass longest side (default: %(default)s)")
     m.add_argument("--device", default="auto", help="torch device for the model steps (default: %(default)s)")
 

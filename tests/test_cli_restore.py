@@ -234,3 +234,12 @@ def test_sgim_text_removal_step_chains_after_cleanup(tmp_path):
     assert np.array_equal(a[~hole], a0[~hole])  # outside the mask: the cleaned page, bit for bit
     assert np.abs(a[hole].astype(int) - a0[hole]).mean() > 2  # inside: redrawn
     assert (tmp_path / "out" / "b.png").read_bytes() == (plain / "b.png").read_bytes()
+
+
+def test_sgim_step_refines_over_the_second_half_of_its_schedule(tmp_path):
+    def config(**kw):
+        return batch._sgim_config(batch.ModelSteps(model=str(tmp_path), masks=str(tmp_path), steps=30, **kw))
+
+    assert (config().steps, config().fri_steps, config().fri_strength) == (30, 15, 0.5)  # thesis: 50 + 25
+    assert config(sgim_options=(("fri_strength", 0.3),)).fri_steps == 9
+    assert config(sgim_options=(("fri_steps", 4),)).fri_steps == 4  # an explicit setting wins
