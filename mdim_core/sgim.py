@@ -191,6 +191,8 @@ class Frame:
     #: repaints only its own regions)
     mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
     index: int = 0
+    #: ``mask`` at ``sgi_size`` (a pixel is set when any of its page pixels is)
+    sgi_mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -584,8 +586,8 @@ def _plan_frame(
     origin = box[:2]
     seeds = itertools.count(seed)
 
+    own_small = geometry.shrink_mask(own[None].float(), small)[0] > 0.5 if shrunk else own
     if shrunk:
-        own_small = geometry.shrink_mask(own[None].float(), small)[0] > 0.5
         boxes, owners = _plan_crops(own_small, config, config.context_margin)
     else:
         boxes, owners = _plan_crops(own, config, margin, config.fri_tile_side if run_fri else 0)
@@ -608,7 +610,7 @@ def _plan_frame(
         page_box = _offset(b, origin)
         seed_i = next(seeds) % SEED_LIMIT if run_fri else 0
         crops.append(Crop("fri", rows, i, len(boxes), page_box, page_box, seed_i, tiles, page_owners))
-    return Frame(rows, box, small, run_fri, sgi, tuple(crops), own, index)
+    return Frame(rows, box, small, run_fri, sgi, tuple(crops), own, index, own_small)
 
 
 def plan_regions(
@@ -767,7 +769,7 @@ def _run_frame(runner: _Runner, frame: Frame, out: torch.Tensor, config: SGIMCon
     region = out[rows[0] : rows[-1] + 1, fy0:fy1, fx0:fx1] if consecutive else out[rows, fy0:fy1, fx0:fx1]
     if frame.shrunk:  # area averaging of the frame as it is: no page-sized float copy for float input
         small = _rgb(geometry.resize_image(region, frame.sgi_size).clamp(0.0, 1.0)).clone()
-        small_mask = geometry.shrink_mask(mask.float(), frame.sgi_size) > 0.5
+        small_mask = frame.sgi_mask[None].expand(len(rows), -1, -1)
     else:
         small = _rgb(region.float().clamp(0.0, 1.0)).clone()
         small_mask = mask
