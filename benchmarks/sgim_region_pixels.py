@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         "`latent px x steps`: latent pixels the denoiser evaluated, summed over passes and steps. "
         "`crop px %`: pixels of all crops as a share of the page. The whole-page SGIM row shows what the "
         "region crops save on top of SGIM's own shrink. Wall time includes the engine's fixed cost per page "
-        "(mask cleanup, shrinking the page for SGI, compositing: about 1 s for this page), which looks large "
+        "(mask cleanup, shrinking the page for SGI, compositing: about 0.5 s for this page), which looks large "
         "next to the cheap counting host; with a real model the model time dominates.",
     ]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
