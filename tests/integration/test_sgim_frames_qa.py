@@ -1,0 +1,428 @@
+"""MDIM SGIM Inpaint frames (page / panels) in a real ComfyUI (in-process): what a demanding user hits.
+
+Each frame (the page, or with ``limit_to_panel`` each panel holding mask) is shrunk for the
+structure pass, which runs on crops of the shrunk frame; the refinement pass runs at full
+resolution on crops around the regions. These tests drive the node as the host does, on
+torch-drawn multi-panel pages, and check what must hold whatever the (random) weights: every
+pixel outside the mask comes back bit for bit through the node's IMAGE output, the same seed gives
+the same bytes, the progress bar counts exactly the planned steps, every pass stays inside its
+frame, cancelling in either pass stops the run and the next run is unaffected.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+FAST = {"steps": 2, "fri_steps": 1}
+
+
+def _mods():
+    sgim = __import__("mdim_pack_under_test.mdim_core.sgim", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    return sgim, sgim_nodes
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def draw_page(h: int, w: int, panels, seed: int = 0):
+    """A white page ``[1, h, w, 3]`` with black-framed panels ``(y0, x0, y1, x1)`` full of dots and hatching."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    page = torch.ones(h, w)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    tone = (((yy + xx) % 6) < 2).float() * 0.8 + 0.1 * torch.rand(h, w, generator=g)
+    for y0, x0, y1, x1 in panels:
+        page[y0:y1, x0:x1] = 0.0
+        page[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3] = tone[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3]
+    return page[None, :, :, None].expand(1, h, w, 3).contiguous()
+
+
+# Page 240 x 320 (H x W): panels A (top left), B (top right), C (bottom); gutters x 152..168, y 112..128.
+PAGE_HW = (240, 320)
+PANEL_A, PANEL_B, PANEL_C = (8, 8, 112, 152), (8, 168, 112, 312), (128, 8, 232, 312)
+REGIONS = {  # mask boxes
+    "in_a": (30, 30, 60, 90),
+    "in_c": (150, 200, 200, 260),
+    "across_ab": (70, 140, 90, 180),  # crosses the vertical gutter between A and B
+    "gutter": (116, 60, 124, 120),  # white gutter between the rows
+}
+
+
+def mask_of(hw, boxes):
+    import torch
+
+    m = torch.zeros(1, *hw)
+    for y0, x0, y1, x1 in boxes:
+        m[:, y0:y1, x0:x1] = 1.0
+    return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _comfy(inprocess_comfy):
+    """Every test runs with ComfyUI imported and the pack loaded in this process."""
+    return inprocess_comfy
+
+
+@pytest.fixture(scope="module")
+def panel_page():
+    return draw_page(*PAGE_HW, (PANEL_A, PANEL_B, PANEL_C))
+
+
+@pytest.fixture(scope="module")
+def prompts(inprocess_checkpoint):
+    _, clip, _ = inprocess_checkpoint
+    return (
+        clip.encode_from_tokens_scheduled(clip.tokenize("manga, monochrome")),
+        clip.encode_from_tokens_scheduled(clip.tokenize("color")),
+    )
+
+
+def node_inputs(checkpoint, prompts, image, mask, **overrides):
+    model, _, vae = checkpoint
+    inputs = {
+        "model": model, "positive": prompts[0], "negative": prompts[1], "vae": vae, "image": image, "mask": mask,
+        "seed": 7, "steps": 2, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple", "sgi_max_side": 128,
+        "plan": "halve", "fri_strength": 0.5, "fri_steps": 1, "run_fri": "auto", "grow_mask": 0, "feather": 0,
+        "context_margin": 16, "min_crop_side": 0, "limit_to_panel": False, "tiled_vae_megapixels": 4.0,
+    }  # fmt: skip
+    inputs.update(overrides)
+    return inputs
+
+
+def config_of(inputs):
+    sgim, _ = _mods()
+    names = set(sgim.SGIMConfig.field_names())
+    return sgim.SGIMConfig(**{k: v for k, v in inputs.items() if k in names})
+
+
+def planned(inputs):
+    """The engine's plan for these node inputs (what the node will run)."""
+    import torch
+
+    sgim, _ = _mods()
+    masks = __import__("mdim_pack_under_test.mdim_core.masks", fromlist=["x"])
+    image, config = inputs["image"], config_of(inputs)
+    m = masks.clean(inputs["mask"], batch=image.shape[0], size=tuple(image.shape[1:3]), threshold=config.mask_threshold,
+                    grow_pixels=config.grow_mask, dtype=torch.bool)  # fmt: skip
+    gray = image[..., :3].float().mean(-1) if config.limit_to_panel else None
+    return sgim.plan(tuple(image.shape[1:3]), m, config, seed=inputs["seed"], page_gray=gray), m
+
+
+class Recorder:
+    """Spies on the node's host: every pass's PassInfo and the progress bar's (done, total) updates."""
+
+    def __init__(self, monkeypatch, cancel_at=None):
+        import comfy.model_management
+        import comfy.utils
+
+        _, sgim_nodes = _mods()
+        self.passes, self.progress = [], []
+        real_denoise = sgim_nodes.ComfyHost.denoise
+        real_update = comfy.utils.ProgressBar.update_absolute
+        rec = self
+
+        def denoise(host, latent, **kw):
+            rec.passes.append(kw["info"])
+            return real_denoise(host, latent, **kw)
+
+        def update(bar, value, total=None, preview=None):
+            rec.progress.append((value, total))
+            if cancel_at is not None and cancel_at(value, rec.passes):
+                comfy.model_management.interrupt_current_processing()  # the user presses Cancel now
+            return real_update(bar, value, total, preview)
+
+        monkeypatch.setattr(sgim_nodes.ComfyHost, "denoise", denoise)
+        monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update)
+
+
+def expected_total(frames, config):
+    return sum(
+        config.steps * len(f.sgi) + (config.fri_steps * sum(c.passes for c in f.crops) if f.run_fri else 0)
+        for f in frames
+    )
+
+
+def assert_outside_exact(out, image, m):
+    """``m``: bool ``[B, H, W]`` cleaned mask. Outside it, the node output equals the input bit for bit."""
+    import torch
+
+    assert out.shape == image.shape and out.dtype == image.dtype
+    outside = (~m)[..., None].expand_as(image)
+    assert torch.equal(out[outside], image[outside])
+    inside = m[..., None].expand_as(image)
+    assert float((out - image)[inside].abs().mean()) > 0.01  # and the mask really was redrawn
+
+
+def run_node(inprocess_comfy, inputs):
+    return inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
+
+
+# --------------------------------------------------------------------------- limit_to_panel
+
+
+def test_panel_page_plan_has_the_expected_frames(panel_page):
+    """Regions in A, in C, across the A|B gutter and in the gutter: four frames, gutter with the page."""
+    sgim, _ = _mods()
+    mask = mask_of(PAGE_HW, REGIONS.values())
+    inputs = node_inputs((None, None, None), (None, None), panel_page, mask, limit_to_panel=True)
+    frames, _ = planned(inputs)
+    boxes = sorted(f.box for f in frames)
+    ab = (PANEL_A[0], PANEL_A[1], PANEL_B[2], PANEL_B[3])
+    assert boxes == sorted([(0, 0, *PAGE_HW), PANEL_A, PANEL_C, ab])
+    shrunk = {f.box: f.shrunk for f in frames}
+    # the page (320 wide) and A|B (304 wide) shrink under 128; A (144 wide) and C (304 wide) too
+    assert all(shrunk.values())
+    assert all(isinstance(f, sgim.Frame) for f in frames)
+
+
+def _inside(box, frame):
+    return frame[0] <= box[0] and frame[1] <= box[1] and box[2] <= frame[2] and box[3] <= frame[3]
+
+
+def check_run(inprocess_comfy, inputs, monkeypatch, rerun=True):
+    """Run the node; check outside-exactness, the passes against the plan, progress and determinism."""
+    import torch
+
+    frames, m = planned(inputs)
+    config = config_of(inputs)
+    image_before, mask_before = inputs["image"].clone(), inputs["mask"].clone()
+    rec = Recorder(monkeypatch)
+    out, preview = run_node(inprocess_comfy, inputs)
+    rec.preview = preview
+    assert_outside_exact(out, inputs["image"], m)
+    outside = (~m)[..., None].expand_as(inputs["image"])
+    assert torch.equal(preview[outside], inputs["image"][outside])
+    jobs = [(f, c) for f in frames for c in f.jobs]
+    assert [(i.name, i.box, i.batch_indices) for i in rec.passes] == [(c.name, c.page_box, c.rows) for _, c in jobs]
+    for frame, job in jobs:
+        assert _inside(job.page_box, frame.box), (job, frame.box)
+    total = expected_total(frames, config)
+    assert rec.passes[0].total_steps == total and rec.passes[0].count == len(jobs)
+    done = [d for d, _ in rec.progress]
+    assert all(t == total for _, t in rec.progress) and done[-1] == total
+    assert done == sorted(done) and done[0] == 0
+    assert [i.steps_before for i in rec.passes] == sorted(i.steps_before for i in rec.passes)
+    assert torch.equal(inputs["image"], image_before) and torch.equal(inputs["mask"], mask_before)
+    if rerun:
+        again, _ = run_node(inprocess_comfy, inputs)
+        assert torch.equal(out, again)
+    return out, frames, rec
+
+
+@pytest.fixture(params=["standard", "inpainting"])
+def checkpoint(request, inprocess_checkpoint, inprocess_inpaint_checkpoint):
+    return inprocess_checkpoint if request.param == "standard" else inprocess_inpaint_checkpoint
+
+
+def test_limit_to_panel_on_a_four_frame_page(inprocess_comfy, checkpoint, inprocess_checkpoint, prompts, panel_page, monkeypatch):
+    import torch
+
+    mask = mask_of(PAGE_HW, REGIONS.values())
+    inputs = node_inputs(checkpoint, prompts, panel_page, mask, limit_to_panel=True)
+    out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=checkpoint is inprocess_checkpoint)
+    assert len(frames) == 4 and {p.name for p in rec.passes} == {"sgi", "fri"}
+    # SGI crops of a panel frame never show pixels of another panel: their page boxes stay in the panel
+    for f in frames:
+        if f.box == PANEL_A:
+            assert all(_inside(c.page_box, PANEL_A) for c in f.jobs)
+    # a different seed changes the inside of every region
+    other, _ = run_node(inprocess_comfy, dict(inputs, seed=8))
+    for y0, x0, y1, x1 in REGIONS.values():
+        assert not torch.equal(other[:, y0:y1, x0:x1], out[:, y0:y1, x0:x1])
+
+
+def test_limit_to_panel_batch_of_two_pages_with_their_own_masks(inprocess_comfy, inprocess_checkpoint, prompts, monkeypatch):
+    """Page 0 has mask in A and across A|B, page 1 (another layout) in its lower panel and in the gutter."""
+    import torch
+
+    other = draw_page(*PAGE_HW, ((8, 8, 232, 100), (8, 116, 232, 312)), seed=1)  # two tall panels
+    image = torch.cat([draw_page(*PAGE_HW, (PANEL_A, PANEL_B, PANEL_C)), other])
+    mask = torch.cat([mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["across_ab"]]),
+                      mask_of(PAGE_HW, [(150, 200, 200, 260), (100, 102, 140, 114)])])  # fmt: skip
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
+    out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch)
+    assert sorted((f.rows, f.box) for f in frames) == [
+        ((0,), PANEL_A), ((0,), (8, 8, 112, 312)), ((1,), (0, 0, *PAGE_HW)), ((1,), (8, 116, 232, 312))
+    ]
+    assert {p.batch_indices for p in rec.passes} == {(0,), (1,)}  # each page has its own frames
+
+
+def test_limit_to_panel_with_the_symmetric_vae(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, monkeypatch):
+    symvae_nodes = __import__("mdim_pack_under_test.nodes.symvae_nodes", fromlist=["x"])
+    _, _, vae = inprocess_checkpoint
+    loader = inprocess_comfy.nodes["MDIM_SymVAELoader"]
+    handle = loader.execute(vae=vae, adapter_name=symvae_nodes.NO_ADAPTERS, allow_other_vae_weights=False).args[0]
+    mask = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["gutter"], REGIONS["in_c"]])
+    inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, limit_to_panel=True, symvae=handle)
+    out, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    plain, _ = run_node(inprocess_comfy, {k: v for k, v in inputs.items() if k != "symvae"})
+    assert float((out - plain).abs().max()) < 2e-2  # untrained adapters decode like the base VAE
+    assert len(frames) == 3
+
+
+@pytest.mark.parametrize("hw", [(500, 700), (700, 500)])
+def test_large_page_with_a_controlnet(inprocess_comfy, inprocess_checkpoint, prompts, tiny_checkpoints, hw, monkeypatch):
+    """A 700x500 page shrunk to <= 128 for the structure pass, a page-sized ControlNet hint on both prompts."""
+    import importlib
+
+    import comfy.controlnet
+    import torch
+
+    comfy_nodes = importlib.import_module("nodes")
+    controlnet = comfy.controlnet.load_controlnet(str(tiny_checkpoints["controlnet"]))
+    h, w = hw
+    page = draw_page(h, w, ((10, 10, h // 2 - 8, w - 10), (h // 2 + 8, 10, h - 10, w - 10)), seed=3)
+    hint = 1.0 - page
+    pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, hint, 0.8, 0.0, 1.0)
+    mask = mask_of(hw, [(40, 40, 90, 120), (h - 90, w - 130, h - 40, w - 60), (h // 2 - 4, 200, h // 2 + 4, 260)])
+    inputs = node_inputs(inprocess_checkpoint, (pos, neg), page, mask)
+    seen = []
+    real = comfy.controlnet.ControlNet.get_control
+
+    def spy(self, x_noisy, *args, **kwargs):
+        out = real(self, x_noisy, *args, **kwargs)
+        seen.append((tuple(x_noisy.shape[2:]), tuple(self.cond_hint.shape[2:])))
+        return out
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert len(frames) == 1 and frames[0].shrunk and max(frames[0].sgi_size) <= 128
+    assert {p.name for p in rec.passes} == {"sgi", "fri"}
+    assert seen and all((lh * 8, lw * 8) == hint_hw for (lh, lw), hint_hw in seen)  # hint follows each pass
+    assert pos[0][1]["control"].cond_hint is None and torch.equal(pos[0][1]["control"].cond_hint_original, hint.movedim(-1, 1))
+
+
+@pytest.mark.parametrize("hw", [(3, 700), (700, 3), (1, 300)])
+def test_strips_larger_than_sgi_max_side(inprocess_comfy, inprocess_checkpoint, prompts, hw, monkeypatch):
+    import torch
+
+    g = torch.Generator().manual_seed(sum(hw))
+    image = torch.rand(1, *hw, 3, generator=g)
+    long = max(hw)
+    box = (0, long // 3, hw[0], long // 3 + 50) if hw[0] < hw[1] else (long // 3, 0, long // 3 + 50, hw[1])
+    mask = mask_of(hw, [box])
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, sgi_max_side=64, limit_to_panel=True)
+    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert frames[0].shrunk and {p.name for p in rec.passes} == {"sgi", "fri"}
+
+
+@pytest.mark.parametrize("plan,run_fri,side", [
+    ("fit", "auto", 100), ("halve", "always", 128), ("halve", "never", 128),
+    ("halve", "always", 512), ("fit", "never", 512),
+])  # fmt: skip
+def test_plans_and_run_fri_on_shrunk_and_unshrunk_pages(inprocess_comfy, inprocess_checkpoint, prompts, panel_page,
+                                                       plan, run_fri, side, monkeypatch):  # fmt: skip
+    import torch
+
+    mask = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["in_c"]])
+    inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, plan=plan, run_fri=run_fri, sgi_max_side=side)
+    out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    (frame,) = frames
+    assert frame.shrunk == (side < 320)
+    preview = rec.preview
+    # without refinement the result is the (upscaled) structure pass itself: the preview, byte for byte
+    assert torch.equal(out, preview) == (run_fri == "never" or (run_fri == "auto" and not frame.shrunk))
+    if plan == "fit" and frame.shrunk:
+        assert max(frame.sgi_size) == side
+    fri = run_fri == "always" or (run_fri == "auto" and frame.shrunk)
+    assert ("fri" in {p.name for p in rec.passes}) == fri
+    if frame.shrunk:
+        assert all(max(p.size) <= side for p in rec.passes if p.name == "sgi")
+
+
+def test_feather_with_overlapping_crops_and_grow_at_the_page_border(inprocess_comfy, inprocess_checkpoint, prompts,
+                                                                    panel_page, monkeypatch):  # fmt: skip
+    """Two bars of an L whose crops overlap and a region in the page corner, grown and feathered.
+
+    The first crop's passes see the same input with and without feathering, so inside its region the
+    feathered output is exactly the hard one where the weight is 1 and the weighted blend on the edge.
+    """
+    import torch
+
+    sgim, _ = _mods()
+    masks = __import__("mdim_pack_under_test.mdim_core.masks", fromlist=["x"])
+    boxes = [(40, 40, 48, 200), (80, 192, 220, 200), (228, 300, 240, 320)]
+    mask = mask_of(PAGE_HW, boxes)
+    hard_inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, grow_mask=3, context_margin=24)
+    inputs = dict(hard_inputs, feather=4)
+    out, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    hard, _ = run_node(inprocess_comfy, hard_inputs)
+    _, m = planned(inputs)
+    assert int(m.sum()) > int(mask.sum()) and bool(m[0, -1, -1])  # grown, to the page corner
+    (frame,) = frames
+    crops = [c.box for c in frame.crops]
+    assert crops[0] == (13, 13, 75, 227) and any(sgim.geometry.boxes_overlap(crops[0], b) for b in crops[1:]), crops
+    y0, x0, y1, x1 = crops[0]
+    own = m[:, y0:y1, x0:x1]
+    weight = masks.feather(own, 4)[..., None]
+    image = panel_page[:, y0:y1, x0:x1]
+    got, want_new = out[:, y0:y1, x0:x1], hard[:, y0:y1, x0:x1]
+    full = (weight == 1).expand_as(got)
+    edge = ((weight > 0) & (weight < 1)).expand_as(got)
+    assert full.any() and edge.any()
+    assert torch.equal(got[full], want_new[full])
+    blend = image + weight * (want_new - image)
+    assert torch.allclose(got[edge], blend.expand_as(got)[edge], atol=1e-6)
+    assert float((got - want_new)[edge].abs().max()) > 1e-3  # the edge really blends
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+@pytest.mark.parametrize("phase", ["sgi", "fri"])
+def test_cancel_in_either_pass_of_a_shrunk_page_then_a_normal_run(inprocess_comfy, inprocess_checkpoint, prompts,
+                                                                  panel_page, phase, monkeypatch):  # fmt: skip
+    import comfy.model_management
+    import torch
+
+    mask = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["in_c"]])
+    inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, steps=3, fri_steps=2)
+    reference, _ = run_node(inprocess_comfy, inputs)
+    image_before = panel_page.clone()
+
+    def mid_pass(value, passes):  # after the first step of the first pass of this kind
+        return bool(passes) and passes[-1].name == phase and value == passes[-1].steps_before + 1
+
+    rec = Recorder(monkeypatch, cancel_at=mid_pass)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run_node(inprocess_comfy, inputs)
+    assert rec.passes[-1].name == phase
+    names = [p.name for p in rec.passes]
+    assert names.count(phase) == 1 and (phase == "sgi" or "sgi" in names)
+    assert not comfy.model_management.processing_interrupted()
+    assert torch.equal(panel_page, image_before)
+    monkeypatch.undo()
+    again, _ = run_node(inprocess_comfy, inputs)
+    assert torch.equal(again, reference)
+
+
+# --------------------------------------------------------------------------- odd pages
+
+
+def test_mask_only_in_the_gutter_with_limit_to_panel(inprocess_comfy, inprocess_checkpoint, prompts, panel_page,
+                                                     monkeypatch):  # fmt: skip
+    mask = mask_of(PAGE_HW, [REGIONS["gutter"], (20, 154, 100, 166)])  # both gutters, touching no panel
+    inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, limit_to_panel=True)
+    _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert [f.box for f in frames] == [(0, 0, *PAGE_HW)]
+
+
+@pytest.mark.parametrize("kind", ["all_white", "all_black", "whole_panel"])
+def test_pages_without_usable_panels(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, kind, monkeypatch):
+    """No gutter at all (white or black page) or a mask covering a whole panel: the page is the frame."""
+    import torch
+
+    if kind == "all_white":
+        image = torch.ones(1, *PAGE_HW, 3)
+        mask = mask_of(PAGE_HW, [REGIONS["in_a"]])
+    elif kind == "all_black":
+        image = torch.zeros(1, *PAGE_HW, 3)
+        mask = mask_of(PAGE_HW, [(0, 0, 200, 320)])  # most of the page
+    else:
+        image = panel_page
+        mask = mask_of(PAGE_HW, [PANEL_A])
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
+    _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert [f.box for f in frames] == [(0, 0, *PAGE_HW)]
