@@ -181,19 +181,27 @@ def _inside(box, frame):
     return frame[0] <= box[0] and frame[1] <= box[1] and box[2] <= frame[2] and box[3] <= frame[3]
 
 
-def check_run(inprocess_comfy, inputs, monkeypatch, rerun=True):
+def check_run(inprocess_comfy, inputs, monkeypatch, rerun=True, rec=None):
     """Run the node; check outside-exactness, the passes against the plan, progress and determinism."""
     import torch
 
     frames, m = planned(inputs)
     config = config_of(inputs)
     image_before, mask_before = inputs["image"].clone(), inputs["mask"].clone()
-    rec = Recorder(monkeypatch)
+    rec = rec or Recorder(monkeypatch)
     out, preview = run_node(inprocess_comfy, inputs)
     rec.preview = preview
     assert_outside_exact(out, inputs["image"], m)
     outside = (~m)[..., None].expand_as(inputs["image"])
     assert torch.equal(preview[outside], inputs["image"][outside])
+    # every mask pixel belongs to exactly one frame (frames may overlap; each repaints only its own pixels)
+    owned = torch.zeros(m.shape, dtype=torch.int32)
+    for f in frames:
+        y0, x0, y1, x1 = f.box
+        owned[list(f.rows), y0:y1, x0:x1] += f.mask.int()
+    assert torch.equal(owned, m.int())
+    changed = (out != inputs["image"]).any(-1)
+    assert float(changed[m].float().mean()) > 0.9, float(changed[m].float().mean())
     jobs = [(f, c) for f in frames for c in f.jobs]
     assert [(i.name, i.box, i.batch_indices) for i in rec.passes] == [(c.name, c.page_box, c.rows) for _, c in jobs]
     for frame, job in jobs:
@@ -426,3 +434,63 @@ def test_pages_without_usable_panels(inprocess_comfy, inprocess_checkpoint, prom
     inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
     _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
     assert [f.box for f in frames] == [(0, 0, *PAGE_HW)]
+
+
+def test_panels_that_fit_skip_refinement_while_the_page_frame_refines(inprocess_comfy, inprocess_checkpoint, prompts,
+                                                                      panel_page, monkeypatch):  # fmt: skip
+    """sgi_max_side 160: panel A (104x144) fits and runs one full-resolution pass; C, A|B and the page shrink."""
+    mask = mask_of(PAGE_HW, REGIONS.values())
+    inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, limit_to_panel=True, sgi_max_side=160)
+    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    by_box = {f.box: f for f in frames}
+    assert not by_box[PANEL_A].shrunk and not by_box[PANEL_A].run_fri
+    assert by_box[PANEL_C].shrunk and by_box[PANEL_C].run_fri and by_box[(0, 0, *PAGE_HW)].run_fri
+    a_passes = [p for p in rec.passes if _inside(p.box, PANEL_A) and p.box[3] <= 152]
+    assert a_passes and all(p.name == "sgi" and p.size == (p.box[2] - p.box[0], p.box[3] - p.box[1]) for p in a_passes)
+
+
+def test_grayscale_page_with_limit_to_panel(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, monkeypatch):
+    gray = panel_page[..., :1].contiguous()
+    mask = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["across_ab"]])
+    inputs = node_inputs(inprocess_checkpoint, prompts, gray, mask, limit_to_panel=True)
+    out, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert out.shape[-1] == 1 and len(frames) == 2
+
+
+def test_controlnet_hint_rows_follow_each_page_of_a_batch_with_panels(inprocess_comfy, inprocess_checkpoint, prompts,
+                                                                      tiny_checkpoints, monkeypatch):  # fmt: skip
+    """Two pages, two masks, two hints: every refinement pass's ControlNet sees its own page's hint under its crop."""
+    import importlib
+
+    import comfy.controlnet
+    import torch
+    import torch.nn.functional as F
+
+    comfy_nodes = importlib.import_module("nodes")
+    controlnet = comfy.controlnet.load_controlnet(str(tiny_checkpoints["controlnet"]))
+    image = torch.cat([draw_page(*PAGE_HW, (PANEL_A, PANEL_B, PANEL_C)), draw_page(*PAGE_HW, (PANEL_A, PANEL_B, PANEL_C), 2)])
+    hint = torch.rand(2, *PAGE_HW, 3, generator=torch.Generator().manual_seed(5))
+    pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, hint, 1.0, 0.0, 1.0)
+    mask = torch.cat([mask_of(PAGE_HW, [REGIONS["in_a"]]), mask_of(PAGE_HW, [REGIONS["in_c"], REGIONS["gutter"]])])
+    inputs = node_inputs(inprocess_checkpoint, (pos, neg), image, mask, limit_to_panel=True)
+    seen = []
+    real = comfy.controlnet.ControlNet.get_control
+
+    def spy(self, x_noisy, *args, **kwargs):
+        out = real(self, x_noisy, *args, **kwargs)
+        seen.append((rec.passes[-1], self.cond_hint.clone()))
+        return out
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    rec = Recorder(monkeypatch)
+    _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False, rec=rec)
+    assert sorted((f.rows, f.box) for f in frames) == [((0,), PANEL_A), ((1,), (0, 0, *PAGE_HW)), ((1,), PANEL_C)]
+    fri = [(info, h) for info, h in seen if info.name == "fri"]
+    assert {info.batch_indices for info, _ in fri} == {(0,), (1,)}
+    for info, cond_hint in fri:
+        (row,) = info.batch_indices
+        y0, x0, y1, x1 = info.box
+        part = hint[row : row + 1, y0:y1, x0:x1].movedim(-1, 1)
+        ph, pw = info.padded_size
+        want = F.pad(part, (0, pw - part.shape[-1], 0, ph - part.shape[-2]), mode="replicate")
+        assert all(torch.equal(r, want[0].to(r.dtype)) for r in cond_hint), info
