@@ -241,20 +241,23 @@ def test_limit_to_panel_on_a_four_frame_page(inprocess_comfy, checkpoint, inproc
         assert not torch.equal(other[:, y0:y1, x0:x1], out[:, y0:y1, x0:x1])
 
 
-def test_limit_to_panel_batch_of_two_pages_with_their_own_masks(inprocess_comfy, inprocess_checkpoint, prompts, monkeypatch):
-    """Page 0 has mask in A and across A|B, page 1 (another layout) in its lower panel and in the gutter."""
+def test_limit_to_panel_batch_of_three_pages_two_masks(inprocess_comfy, inprocess_checkpoint, prompts, monkeypatch):
+    """Pages 0 and 2 (one layout, another screentone) share a mask in A and across A|B; page 1 (two tall
+    panels) has its own in its right panel and in its gutter. Rows 0 and 2 run together, not consecutively."""
     import torch
 
+    layout = (PANEL_A, PANEL_B, PANEL_C)
     other = draw_page(*PAGE_HW, ((8, 8, 232, 100), (8, 116, 232, 312)), seed=1)  # two tall panels
-    image = torch.cat([draw_page(*PAGE_HW, (PANEL_A, PANEL_B, PANEL_C)), other])
-    mask = torch.cat([mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["across_ab"]]),
-                      mask_of(PAGE_HW, [(150, 200, 200, 260), (100, 102, 140, 114)])])  # fmt: skip
+    image = torch.cat([draw_page(*PAGE_HW, layout), other, draw_page(*PAGE_HW, layout, seed=2)])
+    shared = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["across_ab"]])
+    mask = torch.cat([shared, mask_of(PAGE_HW, [(150, 200, 200, 260), (100, 102, 140, 114)]), shared])
     inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
     out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch)
     assert sorted((f.rows, f.box) for f in frames) == [
-        ((0,), PANEL_A), ((0,), (8, 8, 112, 312)), ((1,), (0, 0, *PAGE_HW)), ((1,), (8, 116, 232, 312))
+        ((0, 2), PANEL_A), ((0, 2), (8, 8, 112, 312)), ((1,), (0, 0, *PAGE_HW)), ((1,), (8, 116, 232, 312))
     ]
-    assert {p.batch_indices for p in rec.passes} == {(0,), (1,)}  # each page has its own frames
+    assert {p.batch_indices for p in rec.passes} == {(0, 2), (1,)}
+    assert not torch.equal(out[0], out[2])
 
 
 def test_limit_to_panel_with_the_symmetric_vae(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, monkeypatch):
@@ -422,31 +425,41 @@ def test_pages_without_usable_panels(inprocess_comfy, inprocess_checkpoint, prom
     """No gutter at all (white or black page) or a mask covering a whole panel: the page is the frame."""
     import torch
 
+    hw = PAGE_HW
     if kind == "all_white":
-        image = torch.ones(1, *PAGE_HW, 3)
-        mask = mask_of(PAGE_HW, [REGIONS["in_a"]])
+        image = torch.ones(1, *hw, 3)
+        mask = mask_of(hw, [REGIONS["in_a"]])
     elif kind == "all_black":
-        image = torch.zeros(1, *PAGE_HW, 3)
-        mask = mask_of(PAGE_HW, [(0, 0, 200, 320)])  # most of the page
+        hw = (96, 128)
+        image = torch.zeros(1, *hw, 3)
+        mask = mask_of(hw, [(0, 0, 60, 128)])  # most of the page
     else:
         image = panel_page
-        mask = mask_of(PAGE_HW, [PANEL_A])
-    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
+        mask = mask_of(hw, [PANEL_A])
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True, sgi_max_side=64)
     _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
-    assert [f.box for f in frames] == [(0, 0, *PAGE_HW)]
+    assert [f.box for f in frames] == [(0, 0, *hw)] and frames[0].shrunk
 
 
 def test_panels_that_fit_skip_refinement_while_the_page_frame_refines(inprocess_comfy, inprocess_checkpoint, prompts,
                                                                       panel_page, monkeypatch):  # fmt: skip
     """sgi_max_side 160: panel A (104x144) fits and runs one full-resolution pass; C, A|B and the page shrink."""
+    import torch
+
     mask = mask_of(PAGE_HW, REGIONS.values())
     inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, limit_to_panel=True, sgi_max_side=160)
-    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
     by_box = {f.box: f for f in frames}
     assert not by_box[PANEL_A].shrunk and not by_box[PANEL_A].run_fri
     assert by_box[PANEL_C].shrunk and by_box[PANEL_C].run_fri and by_box[(0, 0, *PAGE_HW)].run_fri
     a_passes = [p for p in rec.passes if _inside(p.box, PANEL_A) and p.box[3] <= 152]
     assert a_passes and all(p.name == "sgi" and p.size == (p.box[2] - p.box[0], p.box[3] - p.box[1]) for p in a_passes)
+    # panel A ran no refinement: its result is the structure pass itself, as in the preview; C was refined
+    preview = rec.preview
+    y0, x0, y1, x1 = REGIONS["in_a"]
+    assert torch.equal(out[:, y0:y1, x0:x1], preview[:, y0:y1, x0:x1])
+    y0, x0, y1, x1 = REGIONS["in_c"]
+    assert not torch.equal(out[:, y0:y1, x0:x1], preview[:, y0:y1, x0:x1])
 
 
 def test_grayscale_page_with_limit_to_panel(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, monkeypatch):
@@ -463,6 +476,7 @@ def test_controlnet_hint_rows_follow_each_page_of_a_batch_with_panels(inprocess_
     import importlib
 
     import comfy.controlnet
+    import comfy.utils
     import torch
     import torch.nn.functional as F
 
@@ -485,12 +499,63 @@ def test_controlnet_hint_rows_follow_each_page_of_a_batch_with_panels(inprocess_
     rec = Recorder(monkeypatch)
     _, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False, rec=rec)
     assert sorted((f.rows, f.box) for f in frames) == [((0,), PANEL_A), ((1,), (0, 0, *PAGE_HW)), ((1,), PANEL_C)]
-    fri = [(info, h) for info, h in seen if info.name == "fri"]
-    assert {info.batch_indices for info, _ in fri} == {(0,), (1,)}
-    for info, cond_hint in fri:
+    assert {(info.name, info.batch_indices) for info, _ in seen} == {(n, r) for n in ("sgi", "fri") for r in ((0,), (1,))}
+    for info, cond_hint in seen:
         (row,) = info.batch_indices
         y0, x0, y1, x1 = info.box
         part = hint[row : row + 1, y0:y1, x0:x1].movedim(-1, 1)
+        if info.name == "sgi":  # these frames shrink by exactly 2 or 4: the hint is the box's part, nearest-exact
+            assert (y1 - y0) % info.size[0] == 0 and (x1 - x0) % info.size[1] == 0
+            part = comfy.utils.common_upscale(part, info.size[1], info.size[0], "nearest-exact", "disabled")
         ph, pw = info.padded_size
         want = F.pad(part, (0, pw - part.shape[-1], 0, ph - part.shape[-2]), mode="replicate")
         assert all(torch.equal(r, want[0].to(r.dtype)) for r in cond_hint), info
+
+
+@pytest.mark.parametrize("hint_hw", [(64, 64), None])
+@pytest.mark.parametrize("hw", [(1, 700), (700, 2)])
+def test_strip_with_a_controlnet_hint_of_any_shape(inprocess_comfy, inprocess_checkpoint, prompts, tiny_checkpoints,
+                                                   hw, hint_hw, monkeypatch):  # fmt: skip
+    """A 1x700 / 700x2 strip, shrunk for the structure pass, with a square or a strip-shaped hint."""
+    import importlib
+
+    import comfy.controlnet
+    import torch
+
+    comfy_nodes = importlib.import_module("nodes")
+    controlnet = comfy.controlnet.load_controlnet(str(tiny_checkpoints["controlnet"]))
+    g = torch.Generator().manual_seed(sum(hw))
+    image = torch.rand(1, *hw, 3, generator=g)
+    hint = torch.rand(1, *(hint_hw or hw), 3, generator=g)
+    pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, hint, 1.0, 0.0, 1.0)
+    box = (0, 300, hw[0], 360) if hw[0] < hw[1] else (300, 0, 360, hw[1])
+    inputs = node_inputs(inprocess_checkpoint, (pos, neg), image, mask_of(hw, [box]), sgi_max_side=64)
+    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert frames[0].shrunk and {p.name for p in rec.passes} == {"sgi", "fri"}
+
+
+def test_fit_plan_per_panel_with_a_controlnet(inprocess_comfy, inprocess_checkpoint, prompts, panel_page,
+                                              tiny_checkpoints, monkeypatch):  # fmt: skip
+    """'fit' to 140: panel A 104x144 -> 101x140, C and A|B 104x304 -> 48x140 (no exact ratio); hints follow."""
+    import importlib
+
+    import comfy.controlnet
+
+    comfy_nodes = importlib.import_module("nodes")
+    controlnet = comfy.controlnet.load_controlnet(str(tiny_checkpoints["controlnet"]))
+    pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, panel_page, 1.0, 0.0, 1.0)
+    mask = mask_of(PAGE_HW, REGIONS.values())
+    inputs = node_inputs(inprocess_checkpoint, (pos, neg), panel_page, mask, limit_to_panel=True, plan="fit", sgi_max_side=140)
+    seen = []
+    real = comfy.controlnet.ControlNet.get_control
+
+    def spy(self, x_noisy, *args, **kwargs):
+        out = real(self, x_noisy, *args, **kwargs)
+        seen.append((tuple(x_noisy.shape[2:]), tuple(self.cond_hint.shape[2:])))
+        return out
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    sizes = {f.box: f.sgi_size for f in frames}
+    assert sizes[PANEL_A] == (101, 140) and sizes[PANEL_C] == (48, 140) and sizes[(0, 0, *PAGE_HW)] == (105, 140)
+    assert len(seen) >= len(rec.passes) and all((lh * 8, lw * 8) == hint for (lh, lw), hint in seen)
