@@ -111,30 +111,33 @@ def planned(inputs):
 
 
 class Recorder:
-    """Spies on the node's host: every pass's PassInfo and the progress bar's (done, total) updates."""
+    """Spies on the node's host: every pass's PassInfo and the (done, total) its progress bar shows.
+
+    ``cancel_at(done, passes)``: when true, the user presses Cancel just before that progress update.
+    (Tiled VAE calls show their own ComfyUI progress bars; only the node's own updates are recorded.)
+    """
 
     def __init__(self, monkeypatch, cancel_at=None):
         import comfy.model_management
-        import comfy.utils
 
         _, sgim_nodes = _mods()
         self.passes, self.progress = [], []
         real_denoise = sgim_nodes.ComfyHost.denoise
-        real_update = comfy.utils.ProgressBar.update_absolute
+        real_report = sgim_nodes.ComfyHost._report
         rec = self
 
         def denoise(host, latent, **kw):
             rec.passes.append(kw["info"])
             return real_denoise(host, latent, **kw)
 
-        def update(bar, value, total=None, preview=None):
-            rec.progress.append((value, total))
-            if cancel_at is not None and cancel_at(value, rec.passes):
-                comfy.model_management.interrupt_current_processing()  # the user presses Cancel now
-            return real_update(bar, value, total, preview)
+        def report(host, done, total, preview=None):
+            rec.progress.append((done, total))
+            if cancel_at is not None and cancel_at(done, rec.passes):
+                comfy.model_management.interrupt_current_processing()
+            return real_report(host, done, total, preview)
 
         monkeypatch.setattr(sgim_nodes.ComfyHost, "denoise", denoise)
-        monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update)
+        monkeypatch.setattr(sgim_nodes.ComfyHost, "_report", report)
 
 
 def expected_total(frames, config):
@@ -578,3 +581,23 @@ def test_node_defaults_on_a_panel_page(inprocess_comfy, inprocess_checkpoint, pr
     assert [c.seed for f in frames for c in f.jobs][:2] == [0xFFFFFFFFFFFFFFFF, 0]  # seeds wrap around
     assert sorted(f.box for f in frames) == [(6, 6, 96, 136), (6, 6, 96, 274), (104, 6, 194, 274)]
     assert all(c.box == f.box for f in frames for c in f.crops)  # min_crop_side 512 is clamped to the frame
+
+
+@pytest.mark.parametrize("hw", [(240, 320), (1, 700)])
+def test_tiled_vae_in_every_pass_of_panel_frames(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, hw,
+                                                 monkeypatch):  # fmt: skip
+    """tiled_vae_megapixels so small that every pass encodes and decodes in tiles (ComfyUI's tiled VAE)."""
+    import torch
+
+    _, _, vae = inprocess_checkpoint
+    calls = []
+    for name in ("encode_tiled", "decode_tiled"):
+        real = getattr(type(vae), name)
+        monkeypatch.setattr(vae, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(vae, *a, **k))
+    if hw == PAGE_HW:
+        image, mask = panel_page, mask_of(hw, [REGIONS["in_a"], REGIONS["across_ab"], REGIONS["gutter"]])
+    else:
+        image, mask = torch.rand(1, *hw, 3, generator=torch.Generator().manual_seed(9)), mask_of(hw, [(0, 300, 1, 360)])
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True, tiled_vae_megapixels=0.0001)
+    _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
+    assert calls.count("encode_tiled") >= len(rec.passes) and calls.count("decode_tiled") >= len(rec.passes)
