@@ -459,12 +459,27 @@ def test_panels_that_fit_skip_refinement_while_the_page_frame_refines(inprocess_
     assert not torch.equal(out[:, y0:y1, x0:x1], preview[:, y0:y1, x0:x1])
 
 
-def test_grayscale_page_with_limit_to_panel(inprocess_comfy, inprocess_checkpoint, prompts, panel_page, monkeypatch):
-    gray = panel_page[..., :1].contiguous()
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grayscale_and_rgba_pages_with_limit_to_panel(inprocess_comfy, inprocess_checkpoint, prompts, panel_page,
+                                                      channels, monkeypatch):  # fmt: skip
+    """Grayscale comes back grayscale; RGBA loses its alpha. The RGBA batch's second page has an empty mask."""
+    import torch
+
     mask = mask_of(PAGE_HW, [REGIONS["in_a"], REGIONS["across_ab"]])
-    inputs = node_inputs(inprocess_checkpoint, prompts, gray, mask, limit_to_panel=True)
-    out, frames, _ = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
-    assert out.shape[-1] == 1 and len(frames) == 2
+    if channels == 1:
+        image = panel_page[..., :1].contiguous()
+    else:
+        page = torch.cat([panel_page, torch.full_like(panel_page[..., :1], 0.5)], -1)
+        image, mask = torch.cat([page, 1.0 - page]), torch.cat([mask, torch.zeros_like(mask)])
+    inputs = node_inputs(inprocess_checkpoint, prompts, image, mask, limit_to_panel=True)
+    rec = Recorder(monkeypatch)
+    out, preview = run_node(inprocess_comfy, inputs)
+    frames, m = planned(inputs)
+    rgb = image[..., :3] if channels == 4 else image
+    assert_outside_exact(out, rgb, m)
+    assert len(frames) == 2 and all(f.rows == (0,) for f in frames) and len(rec.passes) == sum(len(f.jobs) for f in frames)
+    if channels == 4:
+        assert torch.equal(out[1], rgb[1]) and torch.equal(preview[1], rgb[1])
 
 
 def test_controlnet_hint_rows_follow_each_page_of_a_batch_with_panels(inprocess_comfy, inprocess_checkpoint, prompts,
