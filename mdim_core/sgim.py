@@ -652,12 +652,35 @@ def plan(
     ran = 0
     for rows, m in _mask_groups(mask):
         m = m if m.dtype == torch.bool else m > 0.5
-        gray = page_gray[rows[0]] if page_gray is not None else None
-        for box, own in _frames_of(m, config, gray):
-            frame = _plan_frame(rows, box, own, config, seed + ran, len(frames))
-            frames.append(frame)
-            ran += len(frame.jobs)
+        for group, parts in _frame_groups(rows, m, config, page_gray):
+            for box, own in parts:
+                frame = _plan_frame(group, box, own, config, seed + ran, len(frames))
+                frames.append(frame)
+                ran += len(frame.jobs)
     return frames
+
+
+def _frame_groups(
+    rows: tuple[int, ...], m: torch.Tensor, config: SGIMConfig, page_gray
+) -> list[tuple[tuple[int, ...], list[tuple[Box, torch.Tensor]]]]:
+    """The pages sharing mask ``m`` grouped by their frames: with ``limit_to_panel`` each page's
+    panels are its own, so pages go together only when their frames (boxes and masks) are equal."""
+    if not config.limit_to_panel:
+        return [(rows, _frames_of(m, config, None))]
+    if page_gray is None:
+        raise ValueError("page_gray: limit_to_panel needs the pages in grayscale [B, H, W]")
+    groups: list[tuple[list[int], list[tuple[Box, torch.Tensor]]]] = []
+    for row in rows:
+        parts = _frames_of(m, config, page_gray[row])
+        for members, known in groups:
+            if [b for b, _ in known] == [b for b, _ in parts] and all(
+                torch.equal(a, b) for (_, a), (_, b) in zip(known, parts)
+            ):
+                members.append(row)
+                break
+        else:
+            groups.append(([row], parts))
+    return [(tuple(members), parts) for members, parts in groups]
 
 
 def _job_masks(job: Crop, mask_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

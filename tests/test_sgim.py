@@ -615,3 +615,27 @@ def test_preview_in_strips_equals_one_piece_and_fri_starts_from_it(monkeypatch):
     # FRI's input is the page with the upscaled structure inside the mask: the preview
     assert torch.equal(host.images[1][0][inside], whole[0][inside])
     assert torch.equal(host.images[1][0][~inside], image[0][~inside])
+
+
+def _framed(h, w, panels, seed):
+    g = torch.Generator().manual_seed(seed)
+    page = torch.ones(1, h, w, 3)
+    for y0, x0, y1, x1 in panels:
+        page[:, y0:y1, x0:x1] = 0.0
+        page[:, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = 0.8 * torch.rand(1, y1 - y0 - 4, x1 - x0 - 4, 3, generator=g)
+    return page
+
+
+def test_pages_sharing_a_mask_keep_their_own_panels():
+    a = _framed(240, 320, [(8, 8, 112, 152), (8, 168, 112, 312), (128, 8, 232, 312)], 1)
+    b = _framed(240, 320, [(8, 8, 232, 100), (8, 116, 232, 312)], 2)
+    c = _framed(240, 320, [(8, 8, 112, 152), (8, 168, 112, 312), (128, 8, 232, 312)], 3)  # a's layout
+    truth = torch.cat([a, b, c])
+    mask = torch.zeros(240, 320)
+    mask[30:60, 120:140] = 1  # one mask for the batch
+    cfg = sgim.SGIMConfig(sgi_max_side=128, limit_to_panel=True, min_crop_side=0, context_margin=8, **SMALL)
+    frames = sgim.plan((240, 320), (mask > 0).expand(3, -1, -1), cfg, page_gray=truth.mean(-1))
+    # pages 0 and 2 share a layout and are worked on together; page 1's panel is its own
+    assert [(f.rows, f.box) for f in frames] == [((0, 2), (8, 8, 112, 152)), ((1,), (8, 116, 232, 312))]
+    res = sgim.inpaint(OracleHost(truth), _damage(truth, mask), mask, config=cfg)
+    assert torch.equal(res.image, truth)
