@@ -122,19 +122,25 @@ def tile_boxes(size: tuple[int, int], tile: int, overlap: int) -> list[tuple[Box
 # --- panels ------------------------------------------------------------------------------
 
 
-def detect_panels(gray: np.ndarray | torch.Tensor, white: float = 0.85) -> np.ndarray:
+def detect_panels(gray: np.ndarray | torch.Tensor, white: float = 0.85, edge: int | None = None) -> np.ndarray:
     """Label the panels of a page: int32 ``[H, W]``, 0 = gutter/background, 1..N = panels.
 
-    The gutter is the near-white area (``>= white``) connected to the page border; every
-    8-connected piece of the rest (frames, art, and whatever the frames enclose) is a panel.
-    ``gray`` is ``[H, W]`` in 0..1.
+    The gutter is the near-white area (``>= white``) that reaches the band of ``edge`` pixels
+    along the page border (default 2 % of the shorter side, at least 4), so a thin dark edge
+    of a scan (scanner shadow, a black border) does not hide it; every 8-connected piece of
+    the rest (frames, art, and whatever the frames enclose) is a panel. ``gray`` is
+    ``[H, W]`` in 0..1.
     """
     g = gray.numpy() if isinstance(gray, torch.Tensor) else np.asarray(gray)
     if g.ndim != 2:
         raise ValueError(f"gray: expected [H, W], got shape {g.shape}")
+    h, w = g.shape
+    edge = max(4, round(0.02 * min(h, w))) if edge is None else edge
+    e_y, e_x = min(edge, h), min(edge, w)
     light = g >= white
     lab, _ = ndimage.label(light)
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    band = np.concatenate([lab[:e_y].ravel(), lab[h - e_y :].ravel(), lab[:, :e_x].ravel(), lab[:, w - e_x :].ravel()])
+    border = np.unique(band)
     gutter = np.isin(lab, border[border > 0])
     panels, _ = ndimage.label(~gutter, structure=np.ones((3, 3), dtype=bool))
     return panels.astype(np.int32)

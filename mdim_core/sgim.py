@@ -541,6 +541,9 @@ def _frames_of(
         pbox = geometry.panel_box(panels, m_np, comp, slices)
         members.setdefault(page if pbox is None else geometry.union_box(pbox, comp), []).append(k)
     boxes = sorted(members)
+    if boxes == [page]:
+        log.info("[MDIM] SGIM: limit_to_panel found no panel under the mask (no white gutter between panels?); "
+                 "the page is worked on as one frame")
     lut = np.full(len(comps) + 1, -1, dtype=np.int32)
     for f, box in enumerate(boxes):
         lut[np.asarray(members[box]) + 1] = f

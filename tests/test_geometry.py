@@ -119,6 +119,21 @@ def test_detect_panels_and_panel_box():
     assert geo.panel_box(panels, gutter, (95, 5, 97, 20)) is None
 
 
+def test_detect_panels_sees_the_gutter_behind_a_dark_scan_edge():
+    page = _two_panel_page()
+    bordered = page.copy()
+    for k in (2, 3):  # a scanner shadow: a dark frame around the whole page
+        bordered[:k], bordered[-k:], bordered[:, :k], bordered[:, -k:] = 0.1, 0.1, 0.1, 0.1
+        panels = geo.detect_panels(bordered)
+        assert panels[50, 30] != panels[50, 80] and panels[50, 30] > 0 and panels[50, 80] > 0
+        assert panels[50, 60] == 0  # the gutter between the panels
+        region = np.zeros_like(page, dtype=bool)
+        region[40:45, 70:80] = True
+        assert geo.panel_box(panels, region, (40, 70, 45, 80)) == (10, 65, 90, 110)
+    # with the band switched off the dark edge hides the gutter: everything is one piece
+    assert geo.detect_panels(bordered, edge=1).max() == 1
+
+
 def test_expand_box_inside_bounds():
     panel = (10, 10, 190, 140)
     assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), bounds=panel) == (80, 110, 110, 140)

@@ -639,3 +639,14 @@ def test_pages_sharing_a_mask_keep_their_own_panels():
     assert [(f.rows, f.box) for f in frames] == [((0, 2), (8, 8, 112, 152)), ((1,), (8, 116, 232, 312))]
     res = sgim.inpaint(OracleHost(truth), _damage(truth, mask), mask, config=cfg)
     assert torch.equal(res.image, truth)
+
+
+def test_limit_to_panel_says_when_it_finds_no_panel(caplog):
+    truth = _page(1, 64, 80) * 0.5  # no white anywhere: no gutter, no panels
+    mask = torch.zeros(64, 80)
+    mask[20:30, 30:50] = 1
+    cfg = sgim.SGIMConfig(limit_to_panel=True, **SMALL)
+    with caplog.at_level(logging.INFO, logger="MDIM"):
+        res = sgim.inpaint(OracleHost(truth), _damage(truth, mask), mask, config=cfg)
+    assert torch.equal(res.image, truth) and [f.box for f in res.frames] == [(0, 0, 64, 80)]
+    assert "limit_to_panel found no panel under the mask" in caplog.text
