@@ -64,6 +64,10 @@ class PassInfo:
         tiles: number of FRI tiles of this crop (1 when untiled).
         page_size: ``(H, W)`` of the whole page in pixels. ``box`` relative to it says which
             part of page-sized inputs (a ControlNet hint, an area) belongs to this pass.
+        extent: the exact page area the pass content shows, ``(y0, x0, y1, x1)`` in fractional
+            page pixels, when it is not whole pixels (an SGI crop of a shrunk page: ``box`` is
+            this area rounded outward); else None and ``box`` is exact. Pass pixel ``q`` shows
+            the page from ``y0 + q * (y1 - y0) / size[0]`` on (likewise for x).
     """
 
     name: PassName
@@ -80,6 +84,7 @@ class PassInfo:
     tile: int = 0
     tiles: int = 1
     page_size: tuple[int, int] | None = None
+    extent: tuple[float, float, float, float] | None = None
 
 
 @runtime_checkable

@@ -162,6 +162,9 @@ class Crop:
     #: which crop of this frame owns each mask pixel, in the grid of ``box`` (None: every mask
     #: pixel in the box is this crop's)
     owners: RegionOwners | None = field(default=None, compare=False, repr=False)
+    #: the exact page area the crop shows, in (fractional) page pixels: ``page_box`` rounded
+    #: outward is what a crop of a shrunk frame covers; None when it is ``page_box`` itself
+    extent: tuple[float, float, float, float] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -564,6 +567,14 @@ def _page_box(box: Box, small: tuple[int, int], size: tuple[int, int], origin: t
     return (oy + y0 * h // sh, ox + x0 * w // sw, oy + -(-y1 * h // sh), ox + -(-x1 * w // sw))
 
 
+def _extent(box: Box, small: tuple[int, int], size: tuple[int, int], origin: tuple[int, int]):
+    """The exact page area (fractional page pixels) a box of a frame's shrunk copy shows, or None if whole pixels."""
+    (sh, sw), (h, w), (oy, ox) = small, size, origin
+    y0, x0, y1, x1 = box
+    exact = (oy + y0 * h / sh, ox + x0 * w / sw, oy + y1 * h / sh, ox + x1 * w / sw)
+    return None if exact == _page_box(box, small, size, origin) else exact
+
+
 def _fri_tiles(box: Box, own: torch.Tensor, config: SGIMConfig) -> tuple[tuple[Box, Box], ...]:
     """FRI tiles of a crop larger than ``fri_tile_side``: those whose core holds pixels of ``own`` ``[h, w]``."""
     size = geometry.box_size(box)
@@ -595,7 +606,8 @@ def _plan_frame(
     else:
         boxes, owners = _plan_crops(own, config, margin, config.fri_tile_side if run_fri else 0)
     sgi = tuple(
-        Crop("sgi", rows, i, len(boxes), b, _page_box(b, small, size, origin), next(seeds) % SEED_LIMIT, (), owners)
+        Crop("sgi", rows, i, len(boxes), b, _page_box(b, small, size, origin), next(seeds) % SEED_LIMIT, (), owners,
+             _extent(b, small, size, origin))
         for i, b in enumerate(boxes)
     )
     if shrunk:
@@ -744,6 +756,7 @@ class _Runner:
             tile=0 if tile is None else tile[0],
             tiles=1 if tile is None else tile[1],
             page_size=self.page_size,
+            extent=job.extent if tile is None else None,
         )
         seed = job.seed if tile is None else (job.seed + (tile[0] << 32)) % SEED_LIMIT
         latent = host.encode(img_p)

@@ -71,7 +71,7 @@ def grey_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _axis_sources(
     n_out: int,
     step: int,
-    box: tuple[int, int],
+    box: tuple[float, float],
     size: int,
     page_len: int,
     src: tuple[int, int],
@@ -80,17 +80,18 @@ def _axis_sources(
 
     Pass pixel ``q`` (content ``0 <= q < size``; padding beyond it repeats the last content pixel)
     shows page pixels ``box[0] + q * (box[1] - box[0]) / size``; the source (a hint or mask axis)
-    spans the page proportionally with its window ``src = (offset, length)``. Returns the source
-    pixel under each centre (exact integer arithmetic, as nearest-exact resizing picks it) and the
-    centre as a float coordinate in source pixel-centre units (for linear interpolation).
+    spans the page proportionally with its window ``src = (offset, length)``. ``box`` may be
+    fractional (the exact extent of a crop of a shrunk page). Returns the source pixel under each
+    centre (as nearest-exact resizing picks it; float64 is exact here for whole-pixel boxes) and
+    the centre as a float coordinate in source pixel-centre units (for linear interpolation).
     """
     start, stop = box
     offset, length = src
     c2 = torch.clamp((2 * torch.arange(n_out, dtype=torch.int64) + 1) * step, max=2 * size - 1)  # 2 * centre
-    num = (2 * start * size + c2 * (stop - start)) * length
+    num = (2 * start * size + c2.double() * (stop - start)) * length
     den = 2 * size * page_len
-    nearest = offset + torch.clamp(torch.div(num, den, rounding_mode="floor"), 0, length - 1)
-    centre = offset + num.double() / den - 0.5
+    nearest = offset + torch.clamp(torch.floor(num / den).to(torch.int64), 0, length - 1)
+    centre = offset + num / den - 0.5
     return nearest, centre
 
 
@@ -142,7 +143,7 @@ def crop_page_tensor(
     page, as ComfyUI resizes cond masks.
     """
     page_h, page_w = info.page_size
-    (y0, x0, y1, x1), (h, w) = info.box, info.size
+    (y0, x0, y1, x1), (h, w) = _extent(info), info.size
     if centre_crop:
         win_y, win_x = _page_window(t.shape[-2], t.shape[-1], page_h, page_w)
     else:
@@ -153,6 +154,12 @@ def crop_page_tensor(
         return t.index_select(-2, ny.to(t.device)).index_select(-1, nx.to(t.device))
     t = _take_linear(t, t.ndim - 2, cy, win_y[0], win_y[0] + win_y[1] - 1)
     return _take_linear(t, t.ndim - 1, cx, win_x[0], win_x[0] + win_x[1] - 1)
+
+
+def _extent(info) -> tuple:
+    """The page area the pass shows: exact (fractional) for a crop of a shrunk page, else ``box``."""
+    extent = getattr(info, "extent", None)
+    return tuple(extent) if extent is not None else tuple(info.box)
 
 
 def _is_whole_page(info) -> bool:
@@ -208,7 +215,7 @@ def crop_control(control, info, memo: dict):
     return new
 
 
-def _area_interval(p0: float, p1: float, box: tuple[int, int], size: int, padded: int, scale: int):
+def _area_interval(p0: float, p1: float, box: tuple[float, float], size: int, padded: int, scale: int):
     """Page pixel interval [p0, p1) -> (offset, length) in pass latent cells, or None if outside."""
     start, stop = box
     if p1 <= start or p0 >= stop:
@@ -239,7 +246,7 @@ def crop_area(area, info, scale: int):
         ys, xs = (y * scale, (y + h) * scale), (x * scale, (x + w) * scale)
     else:
         return area
-    (y0, x0, y1, x1), (sh, sw), (ph, pw) = info.box, info.size, info.padded_size
+    (y0, x0, y1, x1), (sh, sw), (ph, pw) = _extent(info), info.size, info.padded_size
     ay = _area_interval(*ys, (y0, y1), sh, ph, scale)
     ax = _area_interval(*xs, (x0, x1), sw, pw, scale)
     if ay is None or ax is None:

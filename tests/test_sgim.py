@@ -98,6 +98,7 @@ def test_host_sees_crop_sized_inputs_and_the_right_passes():
     assert (fri.info.name, fri.strength, fri.steps, fri.seed) == ("fri", 0.35, 3, 12)
     assert sgi.info.size == (88, 113) and sgi.info.padded_size == (88, 120) and sgi.info.box == (0, 0, 700, 900)
     assert sgi.info.page_size == fri.info.page_size == (700, 900)
+    assert sgi.info.extent is None and fri.info.extent is None  # the whole small page: whole page pixels
     assert fri.info.size == (300, 300) and fri.info.box == job.box
     assert max(sgi.info.padded_size) <= 200
     assert fri.mask_sum == 30 * 37  # the user's mask, not more
@@ -359,6 +360,9 @@ def test_plan_for_large_pages():
     # both regions (less than two 512 x 512 crops), i.e. 4092 x 5712 page pixels at 1/64 of the cost
     assert [j.box for j in frame.sgi] == [(0, 1, 714, 513)]
     assert [j.page_box for j in frame.sgi] == [(0, 7, 5712, 4099)]
+    # ... the exact page area it shows (4961 / 621 page pixels per shrunk pixel across), rounded outward above
+    (extent,) = [j.extent for j in frame.sgi]
+    assert extent == pytest.approx((0.0, 4961 / 621, 5712.0, 513 * 4961 / 621))
     strip = torch.ones(1, 6000, 600)
     (frame,) = sgim.plan((6000, 600), strip, cfg)
     assert frame.sgi_size == (750, 75) and frame.run_fri

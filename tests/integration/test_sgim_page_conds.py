@@ -464,3 +464,29 @@ def test_area_edges_off_the_crop_grid_take_cells_at_least_half_inside(comfy_node
     # shrunk by 4 (structure pass): 0.625 cells wide -> 1 cell; y 0.375..1.125 cells -> cell 0 only
     got = sgim_nodes.crop_page_conditioning(conds, _info((4, 36, 60, 84), (14, 12), (16, 16), "sgi"), 8)
     assert got[1][1]["area"] == (1, 1, 0, 0)
+
+
+def test_structure_pass_hint_follows_the_exact_extent_of_a_shrunk_crop(chained):
+    """A crop of a page shrunk by a non-integer factor shows a fractional page area (``info.extent``);
+    its hint takes, for every pass pixel, the page pixel under that pixel's exact centre."""
+    import torch
+
+    sgim_nodes, PassInfo = _mods()
+    pos, _, full, _ = chained
+    small = (41, 61)  # the 64 x 96 page fitted to 61 px: 1.561 / 1.574 page pixels per pass pixel
+    a, b = (5, 7), (30, 50)  # the crop on the shrunk page
+    extent = (a[0] * 64 / 41, a[1] * 96 / 61, b[0] * 64 / 41, b[1] * 96 / 61)
+    box = (int(extent[0]), int(extent[1]), -int(-extent[2] // 1), -int(-extent[3] // 1))  # rounded outward
+    size, padded = (b[0] - a[0], b[1] - a[1]), (32, 48)
+    info = PassInfo("sgi", 0, 1, 0, 2, 0, 1, (0,), box, size, padded, page_size=PAGE, extent=extent)
+    hint = sgim_nodes.crop_page_conditioning(pos, info, 8, {})[0][1]["control"].previous_controlnet.cond_hint_original
+    page_hint = _page_hint_at_page_size(full)
+    # exact rational centres: shrunk pixel i shows page rows from i * 64 / 41, its centre at (2i + 1) * 32 / 41
+    rows = torch.tensor([((2 * (a[0] + q) + 1) * PAGE[0]) // (2 * small[0]) for q in range(size[0])])
+    cols = torch.tensor([((2 * (a[1] + q) + 1) * PAGE[1]) // (2 * small[1]) for q in range(size[1])])
+    expected = _pad(page_hint.index_select(-2, rows).index_select(-1, cols), padded)
+    assert torch.equal(hint, expected)
+    # the rounded box alone would shift the hint: taking it as the extent gives another hint
+    rounded = PassInfo("sgi", 0, 1, 0, 2, 0, 1, (0,), box, size, padded, page_size=PAGE)
+    shifted = sgim_nodes.crop_page_conditioning(pos, rounded, 8, {})[0][1]["control"].previous_controlnet
+    assert not torch.equal(shifted.cond_hint_original, expected)
