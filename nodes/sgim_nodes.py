@@ -13,6 +13,7 @@ edited in place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -304,6 +305,19 @@ def crop_page_conditioning(conditioning, info, scale: int, memo: dict | None = N
     return [[first[0], {**first[1], "strength": 0.0}, *first[2:]]]
 
 
+@contextlib.contextmanager
+def _tile_bars_silenced():
+    """ComfyUI's tiled VAE opens progress bars of its own, without a node id: shown on the running
+    node, they would make the run's one bar jump to tile counts. Bars opened inside this block report
+    nowhere; bars opened before it (the run's own) keep reporting. The global hook is put back after."""
+    hook = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(None)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(hook)
+
+
 class ComfyHost:
     """``mdim_core.host.SGIMHost`` backed by the graph's MODEL, VAE and conditionings.
 
@@ -377,7 +391,8 @@ class ComfyHost:
                 log.warning("[MDIM] SGIM: VAE encode of %dx%d ran out of memory, retrying tiled", w, h)
                 comfy.model_management.soft_empty_cache()
         self.tiled_calls += 1
-        return self.vae.encode_tiled(image, tile_x=ENCODE_TILE, tile_y=ENCODE_TILE, overlap=ENCODE_OVERLAP)
+        with _tile_bars_silenced():
+            return self.vae.encode_tiled(image, tile_x=ENCODE_TILE, tile_y=ENCODE_TILE, overlap=ENCODE_OVERLAP)
 
     def decode(self, latent: torch.Tensor, *, source=None, mask=None) -> torch.Tensor:
         if self.symvae is not None:  # MDIM_SYMVAE handle: loads its VAE itself, tiles large images itself
@@ -392,7 +407,8 @@ class ComfyHost:
                 log.warning("[MDIM] SGIM: VAE decode of %dx%d ran out of memory, retrying tiled", w * s, h * s)
                 comfy.model_management.soft_empty_cache()
         self.tiled_calls += 1
-        return self.vae.decode_tiled(latent, tile_x=DECODE_TILE, tile_y=DECODE_TILE, overlap=DECODE_OVERLAP)
+        with _tile_bars_silenced():
+            return self.vae.decode_tiled(latent, tile_x=DECODE_TILE, tile_y=DECODE_TILE, overlap=DECODE_OVERLAP)
 
     # --- sampling --------------------------------------------------------------------------
     def pass_conds(self, image: torch.Tensor, mask: torch.Tensor, cells: torch.Tensor, info=None):

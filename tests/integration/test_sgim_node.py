@@ -222,14 +222,16 @@ def test_lora_reaches_both_passes(sgim_node, inprocess_checkpoint, page):
     assert torch.equal(with_lora[~hole], image[~hole])
 
 
-def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page):
+@pytest.mark.parametrize("tiled", [False, True])
+def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page, tiled):
     import comfy.utils
     import latent_preview
 
     sgim = __import__("mdim_pack_under_test.mdim_core.sgim", fromlist=["x"])
     model, clip, vae = inprocess_checkpoint
     image, mask = page
-    inputs = _inputs(model, clip, vae, image, mask, steps=3, fri_steps=2)
+    # tiled: every VAE call is tiled; ComfyUI's tile bars must not show on the run's bar
+    inputs = _inputs(model, clip, vae, image, mask, steps=3, fri_steps=2, tiled_vae_megapixels=1e-6 if tiled else 4.0)
     config = sgim.SGIMConfig(steps=3, fri_steps=2, sgi_max_side=64, context_margin=16, min_crop_side=0)
     frames = sgim.plan(tuple(image.shape[1:3]), mask > 0.5, config)
     expected = sum(3 * len(f.sgi) + 2 * sum(j.passes for j in f.crops) * f.run_fri for f in frames)
@@ -237,9 +239,11 @@ def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoi
     calls = []
     old_method = latent_preview.args.preview_method
     latent_preview.set_preview_method("latent2rgb")
-    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t, p)))
+    hook = lambda v, t, p, node_id=None: calls.append((v, t, p))  # noqa: E731
+    comfy.utils.set_progress_bar_global_hook(hook)
     try:
         run(sgim_node, inputs)
+        assert comfy.utils.PROGRESS_BAR_HOOK is hook  # put back after every tiled VAE call
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         latent_preview.args.preview_method = old_method
