@@ -25,6 +25,23 @@ def _mods():
 # --------------------------------------------------------------------------- pages
 
 
+
+def _spy_hint_sizes(monkeypatch) -> list:
+    """Record ``(latent size, hint size)`` of every ControlNet call while sampling."""
+    import comfy.controlnet
+
+    seen = []
+    real = comfy.controlnet.ControlNet.get_control
+
+    def spy(self, x_noisy, *args, **kwargs):
+        out = real(self, x_noisy, *args, **kwargs)
+        seen.append((tuple(x_noisy.shape[2:]), tuple(self.cond_hint.shape[2:])))
+        return out
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    return seen
+
+
 def draw_page(h: int, w: int, panels, seed: int = 0):
     """A white page ``[1, h, w, 3]`` with black-framed panels ``(y0, x0, y1, x1)`` full of dots and hatching."""
     import torch
@@ -299,15 +316,7 @@ def test_large_page_with_a_controlnet(inprocess_comfy, inprocess_checkpoint, pro
     pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, hint, 0.8, 0.0, 1.0)
     mask = mask_of(hw, [(40, 40, 90, 120), (h - 90, w - 130, h - 40, w - 60), (h // 2 - 4, 200, h // 2 + 4, 260)])
     inputs = node_inputs(inprocess_checkpoint, (pos, neg), page, mask)
-    seen = []
-    real = comfy.controlnet.ControlNet.get_control
-
-    def spy(self, x_noisy, *args, **kwargs):
-        out = real(self, x_noisy, *args, **kwargs)
-        seen.append((tuple(x_noisy.shape[2:]), tuple(self.cond_hint.shape[2:])))
-        return out
-
-    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    seen = _spy_hint_sizes(monkeypatch)
     out, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
     assert len(frames) == 1 and frames[0].shrunk and max(frames[0].sgi_size) <= 128
     assert {p.name for p in rec.passes} == {"sgi", "fri"}
@@ -571,15 +580,7 @@ def test_fit_plan_per_panel_with_a_controlnet(inprocess_comfy, inprocess_checkpo
     pos, neg = comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(prompts[0], prompts[1], controlnet, panel_page, 1.0, 0.0, 1.0)
     mask = mask_of(PAGE_HW, REGIONS.values())
     inputs = node_inputs(inprocess_checkpoint, (pos, neg), panel_page, mask, limit_to_panel=True, plan="fit", sgi_max_side=140)
-    seen = []
-    real = comfy.controlnet.ControlNet.get_control
-
-    def spy(self, x_noisy, *args, **kwargs):
-        out = real(self, x_noisy, *args, **kwargs)
-        seen.append((tuple(x_noisy.shape[2:]), tuple(self.cond_hint.shape[2:])))
-        return out
-
-    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", spy)
+    seen = _spy_hint_sizes(monkeypatch)
     _, frames, rec = check_run(inprocess_comfy, inputs, monkeypatch, rerun=False)
     sizes = {f.box: f.sgi_size for f in frames}
     assert sizes[PANEL_A] == (101, 140) and sizes[PANEL_C] == (48, 140) and sizes[(0, 0, *PAGE_HW)] == (105, 140)
