@@ -5,11 +5,11 @@ with paper white) on every mask kind of :mod:`mdim_core.synth`: ``text`` and ``s
 page's bubble and free text / SFX (truth: the clean page); ``wide``, ``box`` and ``small`` fill
 random holes (given as mid grey) in the clean page (truth: the clean page). Outside the mask every output keeps the input's pixels.
 
-Restoration: each page is aged (:mod:`mdim_core.aging`) and restored by auto-levels (the thesis'
-levels applied to the scan directly), background division + levels (:mod:`mdim_core.cleanup`) and
-the full classical cleanup; the truth is the page prepared as in the thesis (:mod:`mdim_core.levels`).
+Restoration: each page is aged (:mod:`mdim_core.synth.aging`) and restored by auto-levels (the thesis'
+levels applied to the scan directly), background division + levels (:mod:`mdim_core.restore.cleanup`) and
+the full classical cleanup; the truth is the page prepared as in the thesis (:mod:`mdim_core.restore.levels`).
 
-Every metric of :func:`mdim_core.metrics.evaluate_pair` is averaged over the pages (``nan`` left out),
+Every metric of :func:`mdim_core.evaluation.metrics.evaluate_pair` is averaged over the pages (``nan`` left out),
 with the time per page. Run from the repository root::
 
     python benchmarks/baselines.py            # 6 pages of 1024x768 px at 300 dpi, ~a minute
@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402  (test/benchmark dependency: opencv-python-headless)
 
-from mdim_core import cleanup  # noqa: E402
-from mdim_core.aging import age_page  # noqa: E402
-from mdim_core.evaluate import format_table, mean_row  # noqa: E402
-from mdim_core.levels import prepare_ground_truth, to_grayscale  # noqa: E402
-from mdim_core.metrics import evaluate_pair  # noqa: E402
+from mdim_core.cli.evaluate import format_table, mean_row  # noqa: E402
+from mdim_core.evaluation.metrics import evaluate_pair  # noqa: E402
+from mdim_core.restore import cleanup  # noqa: E402
+from mdim_core.restore.levels import prepare_ground_truth, to_grayscale  # noqa: E402
 from mdim_core.synth import MASK_KINDS, generate_page  # noqa: E402
+from mdim_core.synth.aging import age_page  # noqa: E402
 
 
 def _u8(img: np.ndarray) -> np.ndarray:

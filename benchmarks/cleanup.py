@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mdim_core import aging, batch, cleanup, levels  # noqa: E402
-from mdim_core.metrics import evaluate_pair  # noqa: E402
-from mdim_core.synth import generate_page  # noqa: E402
+from mdim_core.cli import batch  # noqa: E402
+from mdim_core.evaluation.metrics import evaluate_pair  # noqa: E402
+from mdim_core.restore import cleanup, levels  # noqa: E402
+from mdim_core.synth import aging, generate_page  # noqa: E402
 
 try:  # the fixtures' baseline (background division with this pack's estimator)
     from baselines import restore_background as fixtures_background  # noqa: E402

@@ -1,6 +1,6 @@
 """A model host for benchmarks: real work proportional to latent pixels, and exact counting.
 
-``CountingHost`` implements ``mdim_core.host.SGIMHost`` with a small random conv network
+``CountingHost`` implements ``mdim_core.inpaint.host.SGIMHost`` with a small random conv network
 (fixed seed) standing in for the UNet: every sampling step costs the same per latent pixel,
 like a convolutional denoiser. It counts model-evaluated latent pixels (latent pixels x steps
 x batch) and the time spent inside host calls, so benchmarks can split engine time from

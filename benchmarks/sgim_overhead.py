@@ -1,6 +1,6 @@
 """Engine overhead of SGIM around the model calls.
 
-Runs ``mdim_core.sgim.inpaint`` with the diffusers host on a tiny random-weight SD-like model
+Runs ``mdim_core.inpaint.sgim.inpaint`` with the diffusers host on a tiny random-weight SD-like model
 (``tests/tiny_diffusers.py``: UNet 16/32 channels with cross-attention, small VAE, CFG on) and
 with ``counting_host.CountingHost`` (a much cheaper conv "model": the engine's worst case),
 times every host call (encode, denoise, decode) and reports the rest of the wall time as
@@ -29,7 +29,7 @@ sys.path[:0] = [HERE, ROOT, os.path.join(ROOT, "tests")]
 from counting_host import CountingHost  # noqa: E402
 from sgim_region_pixels import generated_bubbles  # noqa: E402
 
-from mdim_core import sgim  # noqa: E402
+from mdim_core.inpaint import sgim  # noqa: E402
 
 
 class TimedHost:
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from tiny_diffusers import build_model_dir
 
-    from mdim_core import diffusers_host
+    from mdim_core.inpaint import diffusers_host
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model_dir(os.path.join(tmp, "tiny"), in_channels=4, prediction="v_prediction", zero_snr=True)

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from counting_host import CountingHost  # noqa: E402
 
-from mdim_core import geometry, masks, sgim  # noqa: E402
+from mdim_core.imaging import geometry, masks  # noqa: E402
+from mdim_core.inpaint import sgim  # noqa: E402
 
 A4_600 = (7016, 4961)
 

@@ -28,7 +28,7 @@ def _child(size: tuple[int, int], width_div: int, tiled: bool) -> dict:
     from diffusers import AutoencoderKL
 
     sys.path.insert(0, str(REPO))
-    from mdim_core.diffusers_host import DiffusersHost, make_scheduler
+    from mdim_core.inpaint.diffusers_host import DiffusersHost, make_scheduler
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -35,13 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mdim_core import metrics  # noqa: E402
-from mdim_core.aging import age_page  # noqa: E402
-from mdim_core.levels import prepare_ground_truth, to_grayscale  # noqa: E402
+from mdim_core.evaluation import metrics  # noqa: E402
+from mdim_core.restore.levels import prepare_ground_truth, to_grayscale  # noqa: E402
 from mdim_core.symvae import SymmetricVAE, save_adapters  # noqa: E402
 from mdim_core.symvae.tiny import build_autoencoder_kl  # noqa: E402
 from mdim_core.symvae.train import TrainConfig, train  # noqa: E402
 from mdim_core.synth import generate_page  # noqa: E402
+from mdim_core.synth.aging import age_page  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "symvae_tiny"
 FIGURE = ROOT / "docs" / "images" / "symvae_tiny_comparison.png"
@@ -54,7 +54,7 @@ TEST_SIZE = (640, 480)
 def classical_cleanup(image: np.ndarray) -> tuple[np.ndarray, str]:
     """The pack's classical cleanup when present, else auto-levels (the thesis' levels recipe)."""
     try:
-        from mdim_core.cleanup import clean_page
+        from mdim_core.restore.cleanup import clean_page
     except ImportError:
         return prepare_ground_truth(image), "auto-levels"
     return clean_page(image), "mdim cleanup"
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
         f"Total time {time.perf_counter() - t_start:.0f} s on CPU (1 thread).",
         "",
         "tone err: mean absolute error of the low-passed screentone tone; period match: share of screentone "
-        "tiles whose dot period is kept (mdim_core.metrics).",
+        "tiles whose dot period is kept (mdim_core.evaluation.metrics).",
         "",
         table("Clean pages through the VAE (inpainting use), against the clean page", rc),
         "",

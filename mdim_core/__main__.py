@@ -13,10 +13,10 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inpaint": ("mdim_core.cli_inpaint", "Remove text/SFX under a mask and redraw it (SGIM, local diffusers model)."),
-    "eval": ("mdim_core.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
-    "synth": ("mdim_core.synth.cli", "Write generated manga pages with ground truth, masks and aged scans."),
-    "restore": ("mdim_core.cli_restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
+    "inpaint": ("mdim_core.cli.inpaint", "Remove text/SFX under a mask and redraw it (SGIM, local diffusers model)."),
+    "eval": ("mdim_core.cli.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
+    "synth": ("mdim_core.cli.synth", "Write generated manga pages with ground truth, masks and aged scans."),
+    "restore": ("mdim_core.cli.restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
 }
 
 

@@ -1,6 +1,6 @@
 """Restoration node: MDIM Scan Cleanup (classical, no model).
 
-The algorithm lives in ``mdim_core.cleanup``; this module only converts ComfyUI IMAGE batches
+The algorithm lives in ``mdim_core.restore.cleanup``; this module only converts ComfyUI IMAGE batches
 (float32 [B, H, W, C] in 0..1) to numpy pages and back. The output is grayscale replicated to three
 channels (ComfyUI's IMAGE convention), same size as the input. The input tensor is never changed.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..mdim_core import cleanup
+from ..mdim_core.restore import cleanup
 
 log = logging.getLogger("MDIM")
 

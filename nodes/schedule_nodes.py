@@ -1,6 +1,6 @@
 """Zero-terminal-SNR sampling nodes: MDIM Zero-SNR Model and MDIM Trailing Sigmas.
 
-The schedule math lives in ``mdim_core.schedule``; this module only patches a *clone* of the host's MODEL
+The schedule math lives in ``mdim_core.sampling.schedule``; this module only patches a *clone* of the host's MODEL
 (the input model is never changed) and turns the model's sigma table into SIGMAS.
 """
 
@@ -13,7 +13,7 @@ import comfy.model_sampling
 import comfy.supported_models
 from comfy_api.latest import io
 
-from ..mdim_core import schedule
+from ..mdim_core.sampling import schedule
 
 log = logging.getLogger("MDIM")
 

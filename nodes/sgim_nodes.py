@@ -1,7 +1,7 @@
 """MDIM SGIM Inpaint: two-pass manga inpainting (SGI on the shrunk page, FRI at full resolution on crops).
 
-The engine (``mdim_core.sgim``) plans the crops, shrinks, pads, pastes and composites; this
-module is the ComfyUI host of ``mdim_core.host.SGIMHost``: it encodes/decodes with the graph's
+The engine (``mdim_core.inpaint.sgim``) plans the crops, shrinks, pads, pastes and composites; this
+module is the ComfyUI host of ``mdim_core.inpaint.host.SGIMHost``: it encodes/decodes with the graph's
 VAE (tiled when a crop is large), samples with ``comfy.sample`` on the graph's MODEL with a
 noise mask, builds the masked-image conditioning of 9-channel inpainting checkpoints at each
 pass's resolution, shows one progress bar (with previews) over every pass, and stops when the
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
-from ..mdim_core import sgim
+from ..mdim_core.inpaint import sgim
 
 log = logging.getLogger("MDIM")
 
@@ -319,7 +319,7 @@ def _tile_bars_silenced():
 
 
 class ComfyHost:
-    """``mdim_core.host.SGIMHost`` backed by the graph's MODEL, VAE and conditionings.
+    """``mdim_core.inpaint.host.SGIMHost`` backed by the graph's MODEL, VAE and conditionings.
 
     Args:
         model: a ComfyUI ``ModelPatcher`` (sampled as is; LoRAs, zero-SNR and other patches apply).

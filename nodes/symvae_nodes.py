@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
-from ..mdim_core import masks as mdim_masks
+from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.symvae import SymmetricVAE, load_adapters
 
 log = logging.getLogger("MDIM")

@@ -17,8 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mdim_core import aging  # noqa: E402
-from mdim_core.synth import generate_page  # noqa: E402
+from mdim_core.synth import aging, generate_page  # noqa: E402
 
 SEED = 7
 DPI = 150  # small enough to ship (the cleanup is resolution independent)
@@ -40,7 +39,8 @@ def make(path: Path = HERE / "old_scan.png") -> Path:
 def make_docs_pair(scan: Path = HERE / "old_scan.png",
                    path: Path = HERE.parent / "docs" / "images" / "restoration_before_after.jpg") -> Path:
     """The README picture: a crop of the example scan (left) and the same crop cleaned (right)."""
-    from mdim_core import cleanup, imageio
+    from mdim_core.imaging import imageio
+    from mdim_core.restore import cleanup
 
     page = imageio.read_page(scan)
     clean = cleanup.clean_page(page.pixels, dpi=page.dpi[0] if page.dpi else 0.0)

@@ -1,4 +1,4 @@
-"""Exact test hosts for the SGIM engine (``mdim_core.host.SGIMHost``), no weights needed.
+"""Exact test hosts for the SGIM engine (``mdim_core.inpaint.host.SGIMHost``), no weights needed.
 
 ``OracleHost`` knows the ground-truth page. Its VAE is a lossless 8x8 space-to-depth
 (``encode``) / depth-to-space (``decode``) permutation, and its denoiser returns the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from mdim_core.host import PassInfo
+from mdim_core.inpaint.host import PassInfo
 
 
 @dataclass

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import mdim_core.aging as aging
-from mdim_core.aging import AgingParams, age_page, age_page_with_params, rotate_like, sample_params
-from mdim_core.levels import prepare_ground_truth, to_grayscale
+import mdim_core.synth.aging as aging
+from mdim_core.restore.levels import prepare_ground_truth, to_grayscale
+from mdim_core.synth.aging import AgingParams, age_page, age_page_with_params, rotate_like, sample_params
 
 OFF = dict(tint=0.0, bleed=0.0, blur=0.0, light=0.0, vignette=0.0, stains=0, grain=0.0, rotation=0.0,
            jpeg_quality=0, ink_rgb=(0.0, 0.0, 0.0))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mdim_core import aging, cleanup, levels, metrics
-from mdim_core.synth import generate_page
+from mdim_core.evaluation import metrics
+from mdim_core.restore import cleanup, levels
+from mdim_core.synth import aging, generate_page
 
 
 def _dots(h=96, w=96, period=6, radius=1.6, angle=45.0):

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdim_core import aging, batch, cleanup, imageio
 from mdim_core.__main__ import main
-from mdim_core.synth import generate_page
+from mdim_core.cli import batch
+from mdim_core.imaging import imageio
+from mdim_core.restore import cleanup
+from mdim_core.synth import aging, generate_page
 
 REPO = Path(__file__).resolve().parents[1]
 

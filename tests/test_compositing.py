@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mdim_core.compositing import composite, paste_into
+from mdim_core.imaging.compositing import composite, paste_into
 
 
 def _pair(dtype=torch.float32):

@@ -9,9 +9,9 @@ import torch
 from diffusers.guiders.guider_utils import rescale_noise_cfg
 from tiny_diffusers import build_model_dir
 
-from mdim_core import diffusers_host, sgim
-from mdim_core.diffusers_host import DiffusersHost, make_scheduler
-from mdim_core.host import check_host
+from mdim_core.inpaint import diffusers_host, sgim
+from mdim_core.inpaint.diffusers_host import DiffusersHost, make_scheduler
+from mdim_core.inpaint.host import check_host
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdim_core import geometry as geo
+from mdim_core.imaging import geometry as geo
 
 
 def test_expand_box_clamps_and_widens_inside_the_image():

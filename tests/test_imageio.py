@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mdim_core import imageio
+from mdim_core.imaging import imageio
 
 
 def _ramp(h=24, w=32):

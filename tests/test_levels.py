@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mdim_core.levels import auto_contrast, level_map, prepare_ground_truth, to_grayscale
+from mdim_core.restore.levels import auto_contrast, level_map, prepare_ground_truth, to_grayscale
 
 
 def test_grayscale_matches_pil_luma():

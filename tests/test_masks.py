@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdim_core import masks
+from mdim_core.imaging import masks
 
 
 def test_normalize_accepts_hw_bhw_bhw1_and_numpy():

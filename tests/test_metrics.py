@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import mdim_core.metrics as metrics
-from mdim_core.metrics import (
+import mdim_core.evaluation.metrics as metrics
+from mdim_core.evaluation.metrics import (
     METRIC_NAMES,
     evaluate_pair,
     local_period,
@@ -193,7 +193,7 @@ def test_eval_command_prints_table_and_json(tmp_path, capsys):
     import json
 
     from mdim_core.__main__ import main
-    from mdim_core.imageio import write_image
+    from mdim_core.imaging.imageio import write_image
 
     truth = _screen(128, 128)
     out = truth.copy()

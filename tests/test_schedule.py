@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from diffusers.guiders.guider_utils import rescale_noise_cfg
 
-from mdim_core import schedule as S
+from mdim_core.sampling import schedule as S
 
 
 def ddim(**kw):

@@ -5,8 +5,9 @@ import pytest
 import torch
 from sgim_hosts import IdentityHost, OracleHost
 
-from mdim_core import masks, sgim
-from mdim_core.host import SGIMHost, check_host
+from mdim_core.imaging import masks
+from mdim_core.inpaint import sgim
+from mdim_core.inpaint.host import SGIMHost, check_host
 
 SMALL = dict(steps=3, fri_steps=2)
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from mdim_core import metrics
-from mdim_core.aging import age_page
-from mdim_core.levels import prepare_ground_truth, to_grayscale
+from mdim_core.evaluation import metrics
+from mdim_core.restore.levels import prepare_ground_truth, to_grayscale
 from mdim_core.symvae import SymmetricVAE, load_adapters
 from mdim_core.synth import generate_page
+from mdim_core.synth.aging import age_page
 
 FIXTURES = Path(__file__).parent / "fixtures" / "symvae_tiny"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdim_core.levels import prepare_ground_truth
+from mdim_core.restore.levels import prepare_ground_truth
 from mdim_core.symvae import SymmetricVAE, load_adapters
 from mdim_core.symvae.__main__ import main
 from mdim_core.symvae.tiny import build_autoencoder_kl

@@ -206,8 +206,8 @@ def test_a4_at_600_dpi_is_memory_frugal():
 
 def test_synth_command_writes_a_pairable_set(tmp_path):
     from mdim_core.__main__ import main
-    from mdim_core.imageio import read_image
-    from mdim_core.levels import prepare_ground_truth
+    from mdim_core.imaging.imageio import read_image
+    from mdim_core.restore.levels import prepare_ground_truth
 
     code = main(["synth", str(tmp_path), "--count", "2", "--seed", "5", "--size", "200x150", "--dpi", "100", "--aged"])
     assert code == 0

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..imageio import is_page_file, read_page, write_image
+    from ..imaging.imageio import is_page_file, read_page, write_image
     from .base import load_base_vae
     from .weights import load_adapters
 

@@ -1,9 +1,9 @@
 """Train Symmetric VAE adapters for restoration: ``python -m mdim_core.symvae train ...``.
 
 Data: a folder of clean page scans (any size, grayscale or colour). Each step takes random crops;
-the input is the crop aged by :mod:`mdim_core.aging` (yellowing, stains, grain, bleed-through,
+the input is the crop aged by :mod:`mdim_core.synth.aging` (yellowing, stains, grain, bleed-through,
 uneven light, JPEG ...), the target is the page prepared as in the MDIM thesis
-(:func:`mdim_core.levels.prepare_ground_truth`: grayscale, auto-contrast, 90..190 -> 0..255,
+(:func:`mdim_core.restore.levels.prepare_ground_truth`: grayscale, auto-contrast, 90..190 -> 0..255,
 computed on the whole page). A share of crops is kept clean (target = the crop itself), so the
 decoder stays faithful on clean pages (inpainting), and a share gets a random hole, filled and
 gated exactly as at inference, so the decoder learns to blend gated areas.
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..aging import age_page
-from ..levels import prepare_ground_truth, to_grayscale
+from ..restore.levels import prepare_ground_truth, to_grayscale
+from ..synth.aging import age_page
 from .model import SymmetricVAE
 from .weights import save_adapters
 
@@ -320,7 +320,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_pages(folder: str | os.PathLike, max_pages: int = 0) -> list[np.ndarray]:
-    from ..imageio import is_page_file, read_page
+    from ..imaging.imageio import is_page_file, read_page
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -22,7 +22,7 @@ def _batch(test_images, name="mdim_example_old_scan.png") -> torch.Tensor:
 
 
 def test_node_matches_core_page_by_page_and_keeps_input(inprocess_comfy, test_images):
-    from mdim_pack_under_test.mdim_core import cleanup
+    from mdim_pack_under_test.mdim_core.restore import cleanup
 
     image = _batch(test_images)
     before = image.clone()
@@ -75,7 +75,7 @@ def test_restoration_workflows_run(name, workflow_prompt, comfy_run, comfy_image
     for image in images:
         assert image.shape[:2] == scan.shape[:2]
     if name == "mdim_restore_scan_cleanup.json":
-        from mdim_core import cleanup
+        from mdim_core.restore import cleanup
 
         expect = cleanup.clean_page(scan.astype(np.float32) / 255.0)
         got = images[0][..., 0].astype(np.float32) / 255.0

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 pack = load_pack_in_process()
-from mdim_pack_under_test.mdim_core import schedule  # noqa: E402
+from mdim_pack_under_test.mdim_core.sampling import schedule  # noqa: E402
 from mdim_pack_under_test.nodes import schedule_nodes  # noqa: E402
 
 

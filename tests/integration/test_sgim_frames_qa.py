@@ -17,7 +17,7 @@ FAST = {"steps": 2, "fri_steps": 1}
 
 
 def _mods():
-    sgim = __import__("mdim_pack_under_test.mdim_core.sgim", fromlist=["x"])
+    sgim = __import__("mdim_pack_under_test.mdim_core.inpaint.sgim", fromlist=["x"])
     sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
     return sgim, sgim_nodes
 
@@ -119,7 +119,7 @@ def planned(inputs):
     import torch
 
     sgim, _ = _mods()
-    masks = __import__("mdim_pack_under_test.mdim_core.masks", fromlist=["x"])
+    masks = __import__("mdim_pack_under_test.mdim_core.imaging.masks", fromlist=["x"])
     image, config = inputs["image"], config_of(inputs)
     m = masks.clean(inputs["mask"], batch=image.shape[0], size=tuple(image.shape[1:3]), threshold=config.mask_threshold,
                     grow_pixels=config.grow_mask, dtype=torch.bool)  # fmt: skip
@@ -372,7 +372,7 @@ def test_feather_with_overlapping_crops_and_grow_at_the_page_border(inprocess_co
     import torch
 
     sgim, _ = _mods()
-    masks = __import__("mdim_pack_under_test.mdim_core.masks", fromlist=["x"])
+    masks = __import__("mdim_pack_under_test.mdim_core.imaging.masks", fromlist=["x"])
     boxes = [(40, 40, 48, 200), (80, 192, 220, 200), (228, 300, 240, 320)]
     mask = mask_of(PAGE_HW, boxes)
     hard_inputs = node_inputs(inprocess_checkpoint, prompts, panel_page, mask, grow_mask=3, context_margin=24)

@@ -148,7 +148,7 @@ def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpo
     comfy_nodes = importlib.import_module("nodes")
     assert Path(comfy_nodes.__file__).resolve().parent == Path(inprocess_comfy.comfy_dir).resolve()
     sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
-    PassInfo = __import__("mdim_pack_under_test.mdim_core.host", fromlist=["x"]).PassInfo
+    PassInfo = __import__("mdim_pack_under_test.mdim_core.inpaint.host", fromlist=["x"]).PassInfo
     model, clip, vae = checkpoint
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize("color"))
@@ -227,7 +227,7 @@ def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoi
     import comfy.utils
     import latent_preview
 
-    sgim = __import__("mdim_pack_under_test.mdim_core.sgim", fromlist=["x"])
+    sgim = __import__("mdim_pack_under_test.mdim_core.inpaint.sgim", fromlist=["x"])
     model, clip, vae = inprocess_checkpoint
     image, mask = page
     # tiled: every VAE call is tiled; ComfyUI's tile bars must not show on the run's bar

@@ -16,7 +16,7 @@ PAGE = (64, 96)  # page (H, W) in pixels
 
 def _mods():
     sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
-    host = __import__("mdim_pack_under_test.mdim_core.host", fromlist=["x"])
+    host = __import__("mdim_pack_under_test.mdim_core.inpaint.host", fromlist=["x"])
     return sgim_nodes, host.PassInfo
 
 

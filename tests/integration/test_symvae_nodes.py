@@ -297,7 +297,7 @@ def test_jpeg_mask_is_cleaned_like_sgim_and_pasted_exactly(vaes, models_dir):
     mask = _jpeg_mask(61, 58)
     # the JPEG really has the in-between values the cleanup must handle
     assert bool(((mask > 0.05) & (mask < 0.15)).any()) and bool(((mask >= 0.5) & (mask < 0.95)).any())
-    hole = pack.mdim_core.masks.clean(mask, batch=1, size=(61, 58))[0] > 0  # MDIM SGIM Inpaint's cleanup
+    hole = pack.mdim_core.imaging.masks.clean(mask, batch=1, size=(61, 58))[0] > 0  # MDIM SGIM Inpaint's cleanup
     with torch.inference_mode():
         handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="page.safetensors", allow_other_vae_weights=False)
         latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask, set_noise_mask=True)

@@ -16,7 +16,8 @@ import argparse
 import logging
 import sys
 
-from . import batch, cleanup
+from ..restore import cleanup
+from . import batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imageio
-from .metrics import METRIC_NAMES, evaluate_pair
+from ..evaluation.metrics import METRIC_NAMES, evaluate_pair
+from ..imaging import imageio
 
 HELP = "Score a folder of output pages against ground truth (PSNR, SSIM, seams, screentone, ...)."
 

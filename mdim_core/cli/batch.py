@@ -29,7 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import cleanup, imageio
+from ..imaging import imageio
+from ..restore import cleanup
 
 log = logging.getLogger("MDIM")
 
@@ -227,16 +228,16 @@ def _load_models(steps: ModelSteps):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded: dict = {"device": device}
     if steps.restore:
-        from .symvae.base import load_base_vae
-        from .symvae.model import SymmetricVAE
-        from .symvae.weights import load_adapters
+        from ..symvae.base import load_base_vae
+        from ..symvae.model import SymmetricVAE
+        from ..symvae.weights import load_adapters
 
         sym = SymmetricVAE(load_base_vae(steps.vae).to(device))
         load_adapters(sym, steps.adapters)
         sym.eval()
         loaded["symvae"] = sym
     if steps.text_removal:
-        from . import diffusers_host
+        from ..inpaint import diffusers_host
 
         loaded["host"] = diffusers_host.load_host(
             steps.model, prompt=steps.prompt, negative=steps.negative, device=device,
@@ -256,7 +257,7 @@ def _find_mask(masks: str, page: Path) -> Path | None:
 def _sgim_config(steps: ModelSteps):
     """SGIM settings of a batch run: ``steps`` structure steps and, as in the thesis (50 + 25), a
     refinement that walks the second half of the same schedule (``steps * fri_strength`` steps)."""
-    from . import sgim
+    from ..inpaint import sgim
 
     options = dict(steps.sgim_options)
     strength = options.get("fri_strength", sgim.SGIMConfig.fri_strength)
@@ -271,7 +272,7 @@ def _model_steps(clean, page: Path, steps: ModelSteps):
 
     models = _load_models(steps)
     if steps.restore:
-        from .symvae.restore import restore_page
+        from ..symvae.restore import restore_page
 
         clean = restore_page(models["symvae"], clean, tile=steps.tile)
     if steps.text_removal:
@@ -279,7 +280,7 @@ def _model_steps(clean, page: Path, steps: ModelSteps):
         if mask_file is None:
             log.info("[MDIM] %s: no mask in %s, text removal skipped", page.name, steps.masks)
         else:
-            from . import sgim
+            from ..inpaint import sgim
 
             mask = imageio.read_page(mask_file).pixels.mean(axis=-1)
             image = torch.from_numpy(np.repeat(clean[..., None], 3, axis=-1))[None]

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from .levels import _gray_view
+from ..restore.levels import _gray_view
 
 __all__ = [
     "psnr",

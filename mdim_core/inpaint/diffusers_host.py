@@ -1,4 +1,4 @@
-"""The SGIM host protocol (``mdim_core.host.SGIMHost``) driven by diffusers models and schedulers.
+"""The SGIM host protocol (``mdim_core.inpaint.host.SGIMHost``) driven by diffusers models and schedulers.
 
 Used by ``python -m mdim_core inpaint`` and by the tests (with tiny models built from configs).
 A model is a local diffusers-format folder with the sub-folders ``unet`` (``UNet2DConditionModel``,
@@ -14,7 +14,7 @@ Sampling per pass (the same steps as diffusers' inpaint pipeline, with two diffe
 - the latent starts as ``scheduler.add_noise(x0, noise, t_start)`` (pure noise at strength 1,
   exactly what diffusers does, also for a zero-SNR schedule where alpha_bar_T = 0);
 - classifier-free guidance, with optional CFG rescale (Lin et al. 2023) through
-  ``mdim_core.schedule.rescale_cfg`` (diffusers' ``rescale_noise_cfg``);
+  ``mdim_core.sampling.schedule.rescale_cfg`` (diffusers' ``rescale_noise_cfg``);
 - after every step the known region is replaced by the original noised to the next timestep
   (RePaint-style; diffusers does this for 4-channel UNets only, here 9-channel UNets get it too,
   as in ComfyUI, so both hosts keep the known region the same way); the last step puts the
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import schedule
+from ..sampling import schedule
 from .host import PassInfo
 
 log = logging.getLogger("MDIM")
@@ -359,7 +359,7 @@ def load_host(
     del text_encoder
     sym = None
     if symvae_adapters is not None:
-        from .symvae import SymmetricVAE, load_adapters
+        from ..symvae import SymmetricVAE, load_adapters
 
         sym = SymmetricVAE(vae)
         load_adapters(sym, symvae_adapters)

@@ -19,7 +19,7 @@ DEFAULT_NEGATIVE = "color, blurry, lowres, jpeg artifacts, watermark, text"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sgim import SGIMConfig
+    from ..inpaint.sgim import SGIMConfig
 
     d = SGIMConfig()
     parser.add_argument("page", help="page image (PNG, JPEG, TIFF, WebP; grayscale or colour)")
@@ -82,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from . import diffusers_host, imageio, sgim
+    from ..imaging import imageio
+    from ..inpaint import diffusers_host, sgim
 
     config = sgim.SGIMConfig(
         steps=args.steps,

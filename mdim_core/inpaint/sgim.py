@@ -1,7 +1,7 @@
 """SGIM: two-pass inpainting of full pages (structure-guided pass, then full-resolution refinement).
 
 One implementation for every host (ComfyUI, diffusers, test hosts); the host supplies the
-model through ``mdim_core.host.SGIMHost``. For each page (or, with ``limit_to_panel``, each
+model through ``mdim_core.inpaint.host.SGIMHost``. For each page (or, with ``limit_to_panel``, each
 manga panel holding part of the mask: the thesis works panel by panel):
 
 1. SGI: shrink the page by halving until its longest side is <= ``sgi_max_side``
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from . import geometry, masks
-from .compositing import composite, paste_into
+from ..imaging import geometry, masks
+from ..imaging.compositing import composite, paste_into
 from .host import PassInfo, PassName, check_host
 
 log = logging.getLogger("MDIM")

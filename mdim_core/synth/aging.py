@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .levels import _gray_view
+from ..restore.levels import _gray_view
 
 __all__ = ["AgingParams", "sample_params", "age_page", "age_page_with_params", "rotate_like"]
 

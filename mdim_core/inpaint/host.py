@@ -1,4 +1,4 @@
-"""The host protocol: what the SGIM engine (``mdim_core.sgim``) asks of a model host.
+"""The host protocol: what the SGIM engine (``mdim_core.inpaint.sgim``) asks of a model host.
 
 The engine owns everything that is not a model call: mask cleanup, region planning,
 cropping, padding, resampling, compositing. A host owns the model: its VAE, its
@@ -189,7 +189,7 @@ def check_host(host: object) -> SGIMHost:
     missing = [name for name in ("encode", "decode", "denoise", "progress") if not callable(getattr(host, name, None))]
     scale = getattr(host, "latent_scale", None)
     if missing:
-        raise TypeError(f"host: {type(host).__name__} lacks method(s) {', '.join(missing)} of mdim_core.host.SGIMHost")
+        raise TypeError(f"host: {type(host).__name__} lacks method(s) {', '.join(missing)} of mdim_core.inpaint.host.SGIMHost")
     if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
         raise TypeError(f"host.latent_scale: expected a positive int (8 for SD VAEs), got {scale!r}")
     return host  # type: ignore[return-value]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import imageio
-from ..aging import age_page_with_params
-from ..levels import prepare_ground_truth
-from .page import MASK_KINDS, generate_page
+from ..imaging import imageio
+from ..restore.levels import prepare_ground_truth
+from ..synth.aging import age_page_with_params
+from ..synth.page import MASK_KINDS, generate_page
 
 HELP = "Write generated manga pages with ground truth, masks and aged versions to a folder."
 

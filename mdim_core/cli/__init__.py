@@ -1,0 +1,1 @@
+"""The command line, ``python -m mdim_core COMMAND``: one module per command, and the volume runner."""

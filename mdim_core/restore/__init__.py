@@ -1,0 +1,1 @@
+"""Restoration of old scans: classical cleanup and the thesis levels."""
