@@ -103,8 +103,10 @@ def _rgb(pixels: torch.Tensor) -> torch.Tensor:
 class _Runner:
     """Runs passes on the host: pads, encodes, denoises, decodes, unpads; counts passes and steps."""
 
-    def __init__(self, host, config: SGIMConfig, frames: list[Frame], page_size: tuple[int, int], sgi_strength: float):
+    def __init__(self, host, config: SGIMConfig, frames: list[Frame], page_size: tuple[int, int], sgi_strength: float,
+                 batch: int):
         self.host = host
+        self.batch = batch
         self.config = config
         self.page_size = page_size
         self.sgi_strength = sgi_strength
@@ -142,6 +144,7 @@ class _Runner:
             tiles=len(job.tiles) or 1,
             page_size=self.page_size,
             extent=job.extent if tile is None else None,
+            batch=self.batch,
         )
         seed = (job.seed + (tile_index << 32)) % SEED_LIMIT
         latent = host.encode(img_p)
@@ -251,7 +254,8 @@ def inpaint(
 
     gray = base.float().mean(dim=-1) if config.limit_to_panel else None
     frames = plan((height, width), m, config, seed=seed, page_gray=gray)
-    runner = _Runner(host, config, frames, (height, width), config.prefill_strength if prefill is not None else 1.0)
+    sgi_strength = config.prefill_strength if prefill is not None else 1.0
+    runner = _Runner(host, config, frames, (height, width), sgi_strength, batch)
     log.info(
         "[MDIM] SGIM: %d pass(es), %d steps; %s",
         runner.count,

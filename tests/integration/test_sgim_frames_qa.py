@@ -18,7 +18,7 @@ FAST = {"steps": 2, "fri_steps": 1}
 
 def _mods():
     sgim = __import__("mdim_pack_under_test.mdim_core.inpaint.sgim", fromlist=["x"])
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     return sgim, sgim_nodes
 
 
