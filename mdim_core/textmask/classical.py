@@ -5,13 +5,15 @@
 - **text in speech bubbles**. A bubble is a paper region enclosed by ink (4-connected paper
   components that do not reach the page edge) whose holes are mostly glyph-sized: at least three
   of them, the glyph-sized ones at least 60 % of the area of the holes that are not larger than a
-  glyph (a figure or an SFX may cover part of the region), the holes at most half of the region. Everything enclosed by the bubble is text (each glyph with its inner white, punctuation,
+  glyph (a figure or an SFX may cover part of the region), the holes at most half of the region,
+  at most 20 % ink, and most glyph-sized holes standing apart and spread in two directions (not
+  screentone, hatching or the dashes of speed lines). Everything enclosed by the bubble is text (each glyph with its inner white, punctuation,
   specks of dirt); the mask is that grown by ``grow`` page px, but never within ``protect`` px of
   the bubble's own outline, so the outline and its anti-aliased edge stay.
 - **free text** (narration on white, text with a white halo over the artwork). Glyph candidates
   are ink components of glyph size (0.4 %..4 % of the page's long side) with paper all around
   them (at most 20 % ink in a 3 px ring: screentone dots and hatching have ink right next to
-  them), made of strokes (not blobs). Candidates close to each other form blocks; a block needs three glyphs of similar size
+  them), made of strokes (not blobs) spread in two directions (not the dashes of a broken line). Candidates close to each other form blocks; a block needs three glyphs of similar size
   in lines or columns. Its mask is the glyphs, plus their white halo (measured: the distance up to
   which the ring around the glyphs stays paper), plus ``grow``.
 - **SFX** (best effort, off by default): large stroke-like ink components (thinner than 30 % of
@@ -176,6 +178,18 @@ def _bubbles(wk: _Work) -> list[Box]:
             continue  # no text, or mostly dots (a screentone-filled shape)
         if harea[big].sum() > 0.5 * filled.sum():
             continue
+        if (holes & wk.ink[sl]).sum() - harea[big].sum() > 0.2 * filled.sum():
+            continue  # too much ink for text: a panel of screentone or hatching
+        # glyphs stand apart; screentone dots and hatching lines have ink right next to them
+        ids = np.flatnonzero(glyphish)[:: max(1, int(glyphish.sum()) // 40)]
+        apart = 0
+        for i in ids:
+            hy0, hx0, hy1, hx1 = expand((hsl[i][0].start, hsl[i][1].start, hsl[i][0].stop, hsl[i][1].stop), 4, comp.shape)
+            sub = hl[hy0:hy1, hx0:hx1]
+            own = sub == i + 1
+            apart += _two_dimensional(own) and _ring_is_paper(own, (sub > 0) & ~own | ~filled[hy0:hy1, hx0:hx1])
+        if apart < 0.6 * len(ids):
+            continue
         big = np.flatnonzero(big) + 1
         text = holes & ~np.isin(hl, big) if big.size else holes
         ty, tx = np.nonzero(text)
@@ -198,6 +212,16 @@ def _stroke_like(comp: np.ndarray, size: float, limit: float = 0.35) -> bool:
     """True when the component is made of strokes (twice its deepest point is thin against its size):
     glyphs are; blobs (merged screentone dots, a black eye or hair) are not."""
     return 2.0 * float(ndimage.distance_transform_edt(comp).max()) <= limit * size
+
+
+def _two_dimensional(comp: np.ndarray, limit: float = 0.15) -> bool:
+    """True when the component spreads in two directions (the spread across its main axis is at
+    least ``limit`` of the spread along it): glyphs do; a dash of a broken speed line does not."""
+    ys, xs = np.nonzero(comp)
+    if len(ys) < 3:
+        return False
+    ev = np.linalg.eigvalsh(np.cov(np.stack([ys, xs]).astype(np.float64)))
+    return ev[1] > 0 and math.sqrt(max(ev[0], 0.0) / ev[1]) >= limit
 
 
 def _ring_is_paper(comp: np.ndarray, ink: np.ndarray, radius: float = 3.0, max_ink: float = 0.2) -> bool:
@@ -284,7 +308,7 @@ def _free_text(wk: _Work) -> None:
             continue
         cy0, cx0, cy1, cx1 = expand((y0, x0, y1, x1), 3, (h, w))
         comp = labels[cy0:cy1, cx0:cx1] == k
-        if _stroke_like(comp, size) and _ring_is_paper(comp, wk.ink[cy0:cy1, cx0:cx1]):
+        if _stroke_like(comp, size) and _two_dimensional(comp) and _ring_is_paper(comp, wk.ink[cy0:cy1, cx0:cx1]):
             cands.append((y0, x0, y1, x1, size))
     if not cands:
         return
