@@ -14,11 +14,11 @@ from comfy_api.latest import io  # noqa: E402
 
 from ..mdim_core.textmask.detector import TextDetector  # noqa: E402
 from .symvae_nodes import FOLDER, register_model_folder  # noqa: E402
+from .textmask_nodes import DetectorType  # noqa: E402
 
 log = logging.getLogger("MDIM")
 
 register_model_folder(".onnx")
-DetectorType = io.Custom("MDIM_TEXT_DETECTOR")
 
 
 def detector_files() -> list[str]:
