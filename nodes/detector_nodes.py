@@ -6,10 +6,13 @@ so the pack skips only this node (one log line) and MDIM Text Mask works with it
 
 from __future__ import annotations
 
+import onnxruntime  # optional dependency of this node only: imported before anything of ComfyUI
+
+ONNXRUNTIME_VERSION = onnxruntime.__version__  # (a statement: keeps the import above first when imports are sorted)
+
 import logging  # noqa: E402
 
 import folder_paths  # noqa: E402
-import onnxruntime  # noqa: F401  (optional dependency: this node only)
 from comfy_api.latest import io  # noqa: E402
 
 from ..mdim_core.textmask.detector import TextDetector  # noqa: E402

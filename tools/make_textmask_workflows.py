@@ -5,7 +5,9 @@
 - ``mdim_auto_text_removal.json``: Load Image -> MDIM Text Mask -> MDIM SGIM Inpaint -> Save Image
   (no hand-drawn mask);
 - ``mdim_text_mask_flat_fill.json``: Load Image -> MDIM Text Mask -> MDIM Flat Fill -> Save Image
-  (no model at all).
+  (no model at all);
+- ``mdim_text_mask_detector.json``: the same with a learned detector (MDIM Text Detector Loader) whose
+  boxes MDIM Text Mask refines to text pixels.
 """
 
 from __future__ import annotations
@@ -24,18 +26,7 @@ TEXT_MASK_WIDGETS = [True, True, False, 3, 0]
 TEXT_MASK_INPUTS = [("image", "IMAGE"), ("rough_mask", "MASK"), ("detector", "MDIM_TEXT_DETECTOR")]
 # tolerance, ring
 FLAT_FILL_WIDGETS = [0.08, 3]
-# Widgets MDIM SGIM Inpaint gains after limit_to_panel, in order: (name, value).
-SGIM_EXTRA_WIDGETS: list[tuple[str, object]] = []  # e.g. [("flat_fill", "auto")] once the node has it
-LIMIT_TO_PANEL = 15  # index of limit_to_panel in SGIM_WIDGETS
-
-
-def sgim_widgets() -> list:
-    """The SGIM widget values with the extra ones inserted right after limit_to_panel."""
-    values = list(SGIM_WIDGETS)
-    values[LIMIT_TO_PANEL + 1 : LIMIT_TO_PANEL + 1] = [v for _, v in SGIM_EXTRA_WIDGETS]
-    return values
-
-
+DETECTOR = "comic_text_bubble_detector.onnx"  # placeholder: the user's own RT-DETR-style .onnx in models/mdim
 def _page_and_mask(g: Graph):
     page = g.add(Node(2, "LoadImage", (40, 420), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [PAGE, "image"],
                       size=(320, 360), title="Page (raw, with text)"))
@@ -58,7 +49,7 @@ def auto_text_removal() -> Graph:
     neg = g.add(Node(6, "CLIPTextEncode", (400, 250), [("CONDITIONING", "CONDITIONING")], [NEGATIVE],
                      inputs=[("clip", "CLIP")], size=(400, 150), title="Negative prompt"))
     sgim = g.add(Node(10, "MDIM_SGIMInpaint", (860, 60), [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
-                      sgim_widgets(), inputs=list(SGIM_INPUTS), size=(340, 660), title="MDIM SGIM Inpaint"))
+                      list(SGIM_WIDGETS), inputs=list(SGIM_INPUTS), size=(340, 660), title="MDIM SGIM Inpaint"))
     save = g.add(Node(20, "SaveImage", (1240, 60), [], ["MDIM/auto_text_removal"], inputs=[("images", "IMAGE")],
                       size=(420, 480)))
     g.link(ckpt, 0, sgim, "model")
@@ -90,9 +81,20 @@ def text_mask_flat_fill() -> Graph:
     return g
 
 
+def text_mask_detector() -> Graph:
+    g = text_mask_flat_fill()
+    text = next(n for n in g.nodes if n.type == "MDIM_TextMask")
+    det = g.add(Node(4, "MDIM_TextDetectorLoader", (40, 60), [("MDIM_TEXT_DETECTOR", "MDIM_TEXT_DETECTOR")],
+                     [DETECTOR, 0.3], size=(320, 100), title="MDIM Text Detector Loader"))
+    g.link(det, 0, text, "detector")
+    next(n for n in g.nodes if n.type == "SaveImage").widgets = ["MDIM/text_detector_flat_fill"]
+    return g
+
+
 def main() -> None:
     auto_text_removal().write(WORKFLOWS / "mdim_auto_text_removal.json")
     text_mask_flat_fill().write(WORKFLOWS / "mdim_text_mask_flat_fill.json")
+    text_mask_detector().write(WORKFLOWS / "mdim_text_mask_detector.json")
 
 
 if __name__ == "__main__":
