@@ -9,8 +9,8 @@ workflow with ``app.loadGraphData`` and reads every node's rectangle from the fr
 any area are an overlap; the script prints each workflow's closest pair and exits with 1 on an overlap.
 
     python tools/check_workflow_layout.py --comfyui-dir /path/to/ComfyUI --python /path/to/venv/bin/python
-    python tools/check_workflow_layout.py ... --screenshot mdim_sgim_text_removal.json \\
-        --screenshot-out docs/images/workflow_sgim_text_removal.png
+    python tools/check_workflow_layout.py ... --screenshot mdim_sgim_text_removal.json --scale-factor 2 \\
+        --screenshot-width 1600 --screenshot-out docs/images/workflow_sgim_text_removal.png
 
 Chromium: Debian's ``chromium`` and ``chromium-driver`` packages (``--chromium``/``--chromedriver`` to
 point elsewhere). The host's Python must have ComfyUI's requirements (it runs ``main.py``).
@@ -242,8 +242,9 @@ def wait_for_app(driver: WebDriver, timeout: float = 120.0) -> str:
     raise RuntimeError("the ComfyUI editor did not come up in the browser")
 
 
-def screenshot_graph(driver: WebDriver, path: Path, out: Path, margin: int = 24) -> None:
-    """Fit the loaded graph into the window, take a screenshot and crop it to the nodes (plus a margin)."""
+def screenshot_graph(driver: WebDriver, path: Path, out: Path, margin: int = 24, max_width: int = 0) -> None:
+    """Fit the loaded graph into the window, take a screenshot, crop it to the nodes (plus a margin) and
+    scale it down to ``max_width`` pixels if wider (0: as taken)."""
     from PIL import Image
 
     load_and_collect(driver, path)
@@ -283,9 +284,12 @@ requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => {
         min(image.width, int(box["right"] * dpr) + margin),
         min(image.height, int(box["bottom"] * dpr) + margin),
     )
+    image = image.crop(crop).convert("RGB")
+    if max_width and image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    image.crop(crop).convert("RGB").save(out, optimize=True)
-    print(f"screenshot of {path.name}: {out} ({crop[2] - crop[0]}x{crop[3] - crop[1]} px)")
+    image.save(out, optimize=True)
+    print(f"screenshot of {path.name}: {out} ({image.width}x{image.height} px)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workflow", action="append", help="only this workflow file name (repeatable)")
     p.add_argument("--screenshot", help="workflow file name to screenshot after the check")
     p.add_argument("--screenshot-out", type=Path, help="PNG to write the cropped screenshot to")
+    p.add_argument("--screenshot-width", type=int, default=0, help="scale the screenshot down to this width (px)")
     p.add_argument("--scale-factor", type=float, default=1.0,
                    help="device pixel ratio of the browser (2 gives a sharper screenshot; default 1)")
     p.add_argument("--setting", action="append", default=[], metavar="KEY=JSON",
@@ -354,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 if target is None:
                     raise SystemExit(f"--screenshot: no shipped workflow named {args.screenshot}")
                 out = args.screenshot_out or Path(f"{target.stem}_{version}.png")
-                screenshot_graph(driver, target, out)
+                screenshot_graph(driver, target, out, max_width=args.screenshot_width)
         finally:
             if driver is not None:
                 driver.quit()
