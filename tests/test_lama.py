@@ -7,9 +7,9 @@ initialised in code and written in each file layout users have (no weights are d
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickle
-import warnings
 import zipfile
 
 import numpy as np
@@ -17,10 +17,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lama_nets import random_lama, traced, write_lama
 from safetensors.torch import save_file
 
 from mdim_core.imaging import geometry, masks
 from mdim_core.inpaint import lama
+
+needs_spandrel = pytest.mark.skipif(importlib.util.find_spec("spandrel") is None, reason="spandrel is not installed")
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -353,15 +356,6 @@ class _Small(torch.nn.Module):
         return self.out(self.bn(self.conv(torch.cat([x, m], 1))))
 
 
-def _traced(module, path, size=16):
-    x, m = torch.rand(1, 3, size, size), torch.ones(1, 1, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.jit.trace(module.eval(), (x, m), check_trace=False).save(str(path))
-        return torch.jit.load(str(path)).state_dict()
-
-
 def test_torchscript_weights_equal_torch_jit_load(tmp_path):
     """The restricted reader returns what torch.jit.load(...).state_dict() does, without running the archive."""
     net = _Small()
@@ -369,7 +363,7 @@ def test_torchscript_weights_equal_torch_jit_load(tmp_path):
         g = torch.Generator().manual_seed(0)
         for t in list(net.parameters()) + [net.bn.running_mean, net.bn.running_var]:
             t.copy_(torch.rand(t.shape, generator=g))
-    reference = _traced(net, tmp_path / "small.pt")
+    reference = traced(net, tmp_path / "small.pt", size=16)
     got = lama.read_weights(tmp_path / "small.pt")
     assert sorted(got) == sorted(reference)
     for k, v in reference.items():
@@ -404,24 +398,6 @@ def test_state_dict_layouts_map_to_spandrel_names():
 # --- spandrel's LaMa network ------------------------------------------------------------------------
 
 
-spandrel = pytest.importorskip("spandrel")
-
-
-def random_lama(seed: int = 0) -> torch.nn.Module:
-    """spandrel's LaMa with random weights and batch-norm statistics (deterministic for a seed)."""
-    from spandrel.architectures.LaMa import LaMa
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = LaMa(in_nc=4, out_nc=3).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, b in net.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-            elif name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-    return net
 
 
 @pytest.fixture(scope="module")
@@ -429,24 +405,12 @@ def net():
     return random_lama(0)
 
 
-def _as_file(net, path, layout):
-    sd = {k: v.clone().contiguous() for k, v in net.state_dict().items()}  # spandrel names: model.model.*
-    if layout == "safetensors":
-        save_file(sd, path)
-    elif layout == "lama-ckpt":  # LaMa training checkpoint: generator.model.* next to the discriminator
-        inner = {"generator." + k[len("model."):]: v for k, v in sd.items()}
-        inner["discriminator.model.0.0.weight"] = torch.zeros(2, 2)
-        torch.save({"state_dict": inner, "epoch": 3}, path)
-    elif layout == "gen-state-dict":  # a bare generator under gen_state_dict (manga fine-tunes)
-        torch.save({"gen_state_dict": {k[len("model."):]: v for k, v in sd.items()}}, path)
-    return path
-
-
+@needs_spandrel
 @pytest.mark.slow
 @pytest.mark.parametrize("layout,name", [("safetensors", "lama.safetensors"), ("lama-ckpt", "best.ckpt"),
                                          ("gen-state-dict", "lama_large_512px.pth")])
 def test_load_lama_from_each_layout_gives_the_same_network(net, tmp_path, layout, name):
-    path = _as_file(net, tmp_path / name, layout)
+    path = write_lama(net, tmp_path / name, layout)
     loaded = lama.load_lama(path)
     want = net.state_dict()
     got = loaded.module.state_dict()
@@ -459,16 +423,18 @@ def test_load_lama_from_each_layout_gives_the_same_network(net, tmp_path, layout
         assert torch.equal(loaded(x, m), net(x, m).clamp(0, 1))
 
 
+@needs_spandrel
 @pytest.mark.slow
 def test_load_lama_from_a_torchscript_file(net, tmp_path):
     """IOPaint's big-lama.pt is a traced network: read without running it, same weights as torch.jit.load."""
-    reference = _traced(net, tmp_path / "big-lama.pt", size=32)
+    reference = traced(net, tmp_path / "big-lama.pt", size=32)
     loaded = lama.load_lama(tmp_path / "big-lama.pt")
     got = loaded.module.state_dict()
     for k, v in reference.items():
         assert torch.equal(got[k], v), k
 
 
+@needs_spandrel
 @pytest.mark.slow
 def test_real_network_fill_is_deterministic_and_exact_outside(net):
     model = lama.LamaModel(random_lama(0))
@@ -481,6 +447,7 @@ def test_real_network_fill_is_deterministic_and_exact_outside(net):
     assert float(a.min()) >= 0 and float(a.max()) <= 1
 
 
+@needs_spandrel
 @pytest.mark.slow
 def test_bf16_runs_with_fourier_transforms_in_fp32_and_stays_close(net):
     model = lama.LamaModel(random_lama(0))
@@ -492,6 +459,7 @@ def test_bf16_runs_with_fourier_transforms_in_fp32_and_stays_close(net):
     assert (half - full).abs().max() < 0.05
 
 
+@needs_spandrel
 def test_incomplete_lama_weights_are_refused(tmp_path):
     # a LaMa probe key alone does not make a LaMa network: spandrel rejects the incomplete weights
     save_file({"model.model.1.bn_l.running_mean": torch.zeros(3)}, tmp_path / "partial.safetensors")
