@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..imaging import geometry, masks
+from ..imaging import checks, geometry, masks
 from ..imaging.compositing import composite, paste_into
 
 log = logging.getLogger("MDIM")
@@ -540,24 +540,6 @@ class LamaResult:
         return sum(len(p.crops) for p in self.plans if p is not None)
 
 
-def _check_image(image) -> torch.Tensor:
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image))
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image: expected a torch tensor or numpy array [B, H, W, C], got {type(image).__name__}")
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4) or min(image.shape[:3]) < 1:
-        raise ValueError(f"image: expected shape [B, H, W, C] with C = 1, 3 or 4, got {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image: expected floats in 0..1, got dtype {image.dtype}")
-    lo, hi = (float(v) for v in torch.aminmax(image.detach()))
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("image: contains NaN or infinite values; expected finite values in 0..1")
-    if image.shape[-1] == 4:
-        log.info("[MDIM] LaMa: RGBA input, alpha channel dropped (the result is RGB)")
-        image = image[..., :3]
-    return image
-
-
 def _is_gray(page: torch.Tensor) -> bool:
     """Whether an ``[H, W, C]`` page is grey: one channel, or all channels equal."""
     return page.shape[-1] == 1 or (torch.equal(page[..., 0], page[..., 1]) and torch.equal(page[..., 0], page[..., 2]))
@@ -580,7 +562,7 @@ def fill(
     bit; an empty mask returns the input without calling the model. Inputs are never modified.
     """
     config = config or LamaConfig()
-    image = _check_image(image)
+    image = checks.image_batch(image, "image")
     device = image.device
     base = image.detach().cpu()
     batch, height, width, channels = base.shape
