@@ -21,6 +21,7 @@ NODE_MODULES = (
     "sgim_nodes",
     "restore_nodes",
     "lama_nodes",
+    "harmonize_nodes",
 )
 
 
