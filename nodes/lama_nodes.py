@@ -28,7 +28,12 @@ FOLDERS = ("inpaint", "mdim")
 LamaType = io.Custom("MDIM_LAMA")
 
 register_model_folder("inpaint", lama_core.WEIGHT_EXTENSIONS)
-register_model_folder("mdim", [".safetensors"])
+register_model_folder("mdim", lama_core.WEIGHT_EXTENSIONS)  # shared with other families: lists are filtered
+
+
+def _files() -> list[str]:
+    """LaMa-format files of models/inpaint and models/mdim (the latter also holds other families' files)."""
+    return [f for f in model_files(*FOLDERS) if f.lower().endswith(lama_core.WEIGHT_EXTENSIONS)]
 
 
 class LamaHandle:
@@ -80,10 +85,10 @@ class MDIMLamaLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "model_name",
-                    options=model_files(*FOLDERS),
+                    options=_files(),
                     tooltip=(
-                        "LaMa weight file in models/inpaint (any of .safetensors, .pt, .pth, .ckpt) or models/mdim "
-                        "(.safetensors): big-lama or a fine-tune with its architecture."
+                        "LaMa weight file (.safetensors, .pt, .pth or .ckpt) in models/inpaint or models/mdim: big-lama "
+                        "or a fine-tune with its architecture."
                     ),
                 ),
             ],
@@ -92,7 +97,8 @@ class MDIMLamaLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        path = full_path(model_name, *FOLDERS) if isinstance(model_name, str) and model_name else None
+        known = isinstance(model_name, str) and model_name.lower().endswith(lama_core.WEIGHT_EXTENSIONS)
+        path = full_path(model_name, *FOLDERS) if known else None
         if path is None:
             raise ValueError(f"model_name: {model_name!r} is not in models/inpaint or models/mdim")
         return io.NodeOutput(LamaHandle(lama_core.load_lama(path, name=model_name)))

@@ -28,7 +28,7 @@ from comfy_api.latest import io
 
 from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.symvae import SymmetricVAE, load_adapters
-from .model_folders import register_model_folder
+from . import model_folders
 
 log = logging.getLogger("MDIM")
 
@@ -37,7 +37,13 @@ NO_ADAPTERS = "(none: untrained, decodes like the VAE)"
 SymVAEType = io.Custom("MDIM_SYMVAE")
 
 
-register_model_folder(FOLDER, [".safetensors"])  # models/mdim (and any mdim: entry of extra_model_paths.yaml)
+def register_model_folder(*extensions: str) -> None:
+    """``models/mdim`` (and any ``mdim:`` entry of extra_model_paths.yaml): ``.safetensors`` files, and
+    the other ``extensions`` a node family needs there (each family filters the list by its own)."""
+    model_folders.register_model_folder(FOLDER, (".safetensors", *extensions))
+
+
+register_model_folder()
 
 
 class SymVAEHandle:
@@ -164,7 +170,8 @@ class MDIMSymVAELoader(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD VAE the adapters were trained for (e.g. your checkpoint's VAE)."),
                 io.Combo.Input(
                     "adapter_name",
-                    options=[NO_ADAPTERS] + folder_paths.get_filename_list(FOLDER),
+                    options=[NO_ADAPTERS] + [f for f in folder_paths.get_filename_list(FOLDER)
+                                             if f.lower().endswith(".safetensors")],
                     default=NO_ADAPTERS,
                     tooltip=(
                         "Adapter file (.safetensors) in models/mdim, made by `python -m mdim_core.symvae train`. "

@@ -36,12 +36,6 @@ def test_oracle_hosts_implement_the_protocol():
         check_host(object())
 
 
-def test_defaults_follow_the_thesis():
-    cfg = sgim.SGIMConfig()
-    assert (cfg.sgi_max_side, cfg.plan, cfg.fri_strength, cfg.run_fri) == (1024, "halve", 0.5, "auto")
-    assert (cfg.grow_mask, cfg.feather) == (0, 0)  # nothing outside the user's mask changes by default
-
-
 @pytest.mark.parametrize("max_side, pad_mode", [(256, "replicate"), (1024, "replicate"), (256, "reflect")])
 def test_oracle_exact_at_odd_size_multi_region_batch(max_side, pad_mode):
     h, w = 1419, 1001
