@@ -16,8 +16,6 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 LAMA = "big-lama.safetensors"
 SFX = "mdim_example_sfx_translated.png"
 SFX_POSITIVE = POSITIVE + ", sound effect, bold lettering"
-# SGIM's widgets and then its optional prefill_strength widget
-PREFILL_STRENGTH = 0.75
 # max_side, context_margin, grow_mask, precision
 LAMA_FILL_WIDGETS = [512, 128, 0, "fp32"]
 # mask_is, x, y, scale, strength, steps, ring, seed, control_after_generate, cfg, sampler_name, scheduler,
@@ -32,6 +30,7 @@ HARMONIZE_INPUTS = [
     ("foreground", "IMAGE"),
     ("foreground_mask", "MASK"),
     ("symvae", "MDIM_SYMVAE"),
+    ("sampler", "SAMPLER"),
 ]
 
 
@@ -78,8 +77,8 @@ def lama_prefill_sgim() -> Graph:
     g.link(loader, 0, fill, "lama")
     g.link(page, 0, fill, "image")
     g.link(to_mask, 0, fill, "mask")
-    sgim = _sgim(g, ckpt, page, to_mask, pos, neg, (1180, 60), SGIM_INPUTS + [("prefill", "IMAGE")],
-                 SGIM_WIDGETS + [PREFILL_STRENGTH], "MDIM SGIM Inpaint (starts from the LaMa fill)")
+    sgim = _sgim(g, ckpt, page, to_mask, pos, neg, (1180, 60), SGIM_INPUTS,
+                 list(SGIM_WIDGETS), "MDIM SGIM Inpaint (starts from the LaMa fill)")
     g.link(fill, 0, sgim, "prefill")
     save = g.add(Node(20, "SaveImage", (1560, 60), [], ["MDIM/lama_prefill_sgim"], inputs=[("images", "IMAGE")],
                       size=(420, 480)))
@@ -94,7 +93,7 @@ def sfx_translate_harmonize() -> Graph:
     """SFX removed with SGIM, then the translated SFX (an image with transparency) pasted and harmonised."""
     g = Graph()
     ckpt, page, to_mask, pos, neg = _inputs(g, MASK, "SFX mask (white = remove)")
-    sgim = _sgim(g, ckpt, page, to_mask, pos, neg, (840, 60), SGIM_INPUTS, SGIM_WIDGETS + [PREFILL_STRENGTH],
+    sgim = _sgim(g, ckpt, page, to_mask, pos, neg, (840, 60), SGIM_INPUTS, list(SGIM_WIDGETS),
                  "MDIM SGIM Inpaint (removes the SFX)")
     sfx = g.add(Node(11, "LoadImage", (840, 780), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [SFX, "image"],
                      size=(320, 360), title="Translated SFX (PNG with transparency)"))
