@@ -343,6 +343,12 @@ def test_torchscript_archive_with_code_objects_is_refused(tmp_path):
     with pytest.raises(ValueError, match="would run code"):
         lama.read_weights(path)
     assert not marker.exists()
+    # a module object called with arguments (nothing TorchScript writes): refused, not a crash
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("odd/constants.pkl", pickle.dumps(()))
+        z.writestr("odd/data.pkl", b"\x80\x02c__torch__.m\nM\n(K\x01tR.")
+    with pytest.raises(ValueError, match="would run code"):
+        lama.read_weights(path)
 
 
 class _Small(torch.nn.Module):

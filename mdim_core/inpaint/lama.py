@@ -32,7 +32,7 @@ import os
 import pickle
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +163,8 @@ def _read_torchscript(path: Path, archive: zipfile.ZipFile, root: str) -> dict[s
     with archive.open(f"{root}/data.pkl") as f:
         try:
             top = _ArchiveUnpickler(f, archive, root, str(path)).load()
-        except (pickle.UnpicklingError, KeyError, EOFError, ValueError, RuntimeError) as exc:
+        except (pickle.UnpicklingError, KeyError, EOFError, ValueError, RuntimeError, TypeError, IndexError,
+                AttributeError) as exc:
             raise ValueError(
                 f"{path.name}: this TorchScript archive holds more than module weights ({exc}); it is not read "
                 "because that would run code from the file. Convert it to .safetensors in an environment you trust."
@@ -275,7 +276,7 @@ class LamaModel:
     device of its weights in ``precision`` and returns float32 on the CPU, clamped to 0..1.
     """
 
-    def __init__(self, module: torch.nn.Module, name: str = "LaMa", train_side: int = 512):
+    def __init__(self, module: torch.nn.Module, name: str = "LaMa"):
         weights_dtype = {p.dtype for p in module.parameters()}
         if weights_dtype != {torch.float32}:
             raise ValueError(
@@ -285,7 +286,6 @@ class LamaModel:
         self.module = module.eval()
         self.module.requires_grad_(False)
         self.name = name
-        self.train_side = int(train_side)
         self._hooks = [
             m.register_forward_pre_hook(_fourier_input_fp32)
             for m in self.module.modules()
@@ -348,13 +348,13 @@ def build_lama(weights: dict[str, torch.Tensor], name: str = "LaMa") -> torch.nn
     return desc.model.float().eval()
 
 
-def load_lama(path: str | os.PathLike, name: str | None = None, train_side: int = 512) -> LamaModel:
+def load_lama(path: str | os.PathLike, name: str | None = None) -> LamaModel:
     """Load LaMa weights from a file (see :func:`read_weights`) into spandrel's LaMa network, on the CPU."""
     path = Path(path)
     name = name or path.name
     module = build_lama(read_weights(path), name)
     log.info("[MDIM] LaMa loaded from %s (%.1f M parameters)", name, sum(p.numel() for p in module.parameters()) / 1e6)
-    return LamaModel(module, name=name, train_side=train_side)
+    return LamaModel(module, name=name)
 
 
 # --- the crop strategy -----------------------------------------------------------------------------
@@ -394,10 +394,6 @@ class LamaConfig:
         check_precision(self.precision)
         if self.pad_mode not in ("reflect", "replicate"):
             raise ValueError(f"pad_mode: expected 'reflect' or 'replicate', got {self.pad_mode!r}")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 #: The model needs at least this side (three stride-2 downsamplings and a 7x7 reflection pad).
