@@ -133,7 +133,7 @@ class MDIMLamaFill(io.ComfyNode):
                     tooltip=(
                         "A crop whose long side exceeds this is shrunk to it for LaMa and the fill enlarged back. 512 "
                         "suits big-lama and the 512-px manga fine-tunes; larger keeps more detail in big regions (LaMa "
-                        "copes up to ~2k); 0 never shrinks."
+                        "paper reports good fills up to ~2k px); 0 never shrinks."
                     ),
                 ),
                 io.Int.Input(
