@@ -9,12 +9,19 @@ Restoration: each page is aged (:mod:`mdim_core.synth.aging`) and restored by au
 levels applied to the scan directly), background division + levels (:mod:`mdim_core.restore.cleanup`) and
 the full classical cleanup; the truth is the page prepared as in the thesis (:mod:`mdim_core.restore.levels`).
 
+LaMa (optional, needs spandrel): ``--lama FILE`` adds a row for your LaMa weights (big-lama or a fine-tune,
+filled crop by crop with :mod:`mdim_core.inpaint.lama`'s defaults). ``--lama random`` runs the same
+network with random weights: its pixels mean nothing, so it reports only the time and the crop geometry
+(how many crops, which share of the mask is filled at full resolution, at what scale, against squashing
+the page to 512 px); quality numbers need real weights.
+
 Every metric of :func:`mdim_core.evaluation.metrics.evaluate_pair` is averaged over the pages (``nan`` left out),
 with the time per page. Run from the repository root::
 
     python benchmarks/baselines.py            # 6 pages of 1024x768 px at 300 dpi, ~a minute
     python benchmarks/baselines.py --pages 2 --out benchmarks/results/baselines.md
     python benchmarks/baselines.py --pages 1 --images docs/images   # also the README pictures
+    python benchmarks/baselines.py --lama big-lama.safetensors     # with your LaMa weights
 """
 
 from __future__ import annotations
@@ -95,9 +102,69 @@ RESTORERS = {
 }
 
 
-def run(pages: int, size, dpi: float, seed: int) -> tuple[str, dict]:
-    inp: dict[str, dict[str, dict]] = {kind: {name: {} for name in INPAINTERS} for kind in MASK_KINDS}
-    inp_time: dict[str, dict[str, float]] = {kind: {name: 0.0 for name in INPAINTERS} for kind in MASK_KINDS}
+def lama_inpainter(model, config):
+    """A LaMa fill of ``[H, W]`` pages (crops at LaMa's working size, exact outside the mask)."""
+    import torch
+
+    from mdim_core.inpaint import lama
+
+    def run(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = lama.fill(model, torch.from_numpy(img)[None, ..., None], torch.from_numpy(mask)[None], config)
+        return out.image[0, ..., 0].numpy()
+
+    return run
+
+
+def load_lama(spec: str):
+    """``(name, model)``: the user's LaMa file, or ``"random"``: the network with random weights (timing only)."""
+    from mdim_core.inpaint import lama
+
+    if spec == "random":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from lama_nets import random_lama
+
+        return "LaMa (random weights)", lama.LamaModel(random_lama(0), name="random")
+    return f"LaMa ({Path(spec).name})", lama.load_lama(spec)
+
+
+def crop_geometry(mask: np.ndarray, config) -> dict[str, float]:
+    """How the crop strategy fills a mask: crops, share of mask pixels at full resolution, the mean linear
+    scale the mask pixels are filled at, model pixels; and the scale and pixels of squashing the page."""
+    from mdim_core.inpaint import lama
+
+    p = lama.plan(mask, config)
+    own = np.where(mask, p.owners((0, 0, *mask.shape)), -1)
+    total = max(1, int(mask.sum()))
+    full = scale = 0.0
+    for c in p.crops:
+        n = int((own == c.index).sum())
+        s = c.size[0] / (c.box[2] - c.box[0])
+        scale += n * s
+        full += n * (not c.shrunk)
+    h, w = mask.shape
+    squash = config.max_side / max(h, w)
+    return dict(crops=len(p.crops), full_res=full / total, scale=scale / total,
+                model_px=sum(c.padded[0] * c.padded[1] for c in p.crops), squash_scale=squash,
+                squash_px=round(h * squash) * round(w * squash))
+
+
+def run(pages: int, size, dpi: float, seed: int, lama_spec: str | None = None) -> tuple[str, dict]:
+    inpainters = dict(INPAINTERS)
+    lama_timing = None
+    config = None
+    if lama_spec:
+        from mdim_core.inpaint import lama
+
+        config = lama.LamaConfig()
+        name, model = load_lama(lama_spec)
+        if lama_spec == "random":
+            lama_timing = (name, lama_inpainter(model, config))
+        else:
+            inpainters[name] = lama_inpainter(model, config)
+    inp: dict[str, dict[str, dict]] = {kind: {name: {} for name in inpainters} for kind in MASK_KINDS}
+    inp_time: dict[str, dict[str, float]] = {kind: {name: 0.0 for name in inpainters} for kind in MASK_KINDS}
+    geometry: dict[str, list[dict]] = {kind: [] for kind in MASK_KINDS}
+    random_time: dict[str, float | None] = {kind: None for kind in MASK_KINDS}  # None: no such mask on page 1
     res: dict[str, dict] = {name: {} for name in RESTORERS}
     res_time = {name: 0.0 for name in RESTORERS}
     for i in range(pages):
@@ -112,11 +179,18 @@ def run(pages: int, size, dpi: float, seed: int) -> tuple[str, dict]:
             # Removing only the text leaves the SFX in the truth, and the other way round.
             other = sp.masks["sfx" if kind == "text" else "text"] & ~mask
             truth = np.where(other, sp.page, sp.clean) if kind in ("text", "sfx") else sp.clean
-            for name, fn in INPAINTERS.items():
+            for name, fn in inpainters.items():
                 t0 = time.perf_counter()
                 out = fn(src, mask)
                 inp_time[kind][name] += time.perf_counter() - t0
                 inp[kind][name][tag] = evaluate_pair(out, truth, mask, sp.screentone)
+            if config is not None:
+                geometry[kind].append(crop_geometry(mask, config))
+            if lama_timing is not None and i == 0:  # random weights: timed on the first page only
+                t0 = time.perf_counter()
+                out = lama_timing[1](src, mask)
+                random_time[kind] = time.perf_counter() - t0
+                assert np.array_equal(out[~mask], src[~mask])  # outside the mask: the input, bit for bit
         aged = age_page(sp.page, seed + i, dpi=dpi)
         target = prepare_ground_truth(sp.page)
         tone = sp.screentone & ~sp.removable
@@ -139,11 +213,33 @@ def run(pages: int, size, dpi: float, seed: int) -> tuple[str, dict]:
         lines.append(f"### Inpainting, mask `{kind}` ({n} pages with such a mask)")
         lines.append("")
         rows = {}
-        for name in INPAINTERS:
+        for name in inpainters:
             rows[name] = mean_row(inp[kind][name])
             rows[name]["s/page"] = inp_time[kind][name] / n
         numbers["inpainting"][kind] = rows
         lines.append(_table(rows, "method"))
+        lines.append("")
+    if config is not None:
+        lines.append(f"### LaMa crop strategy (max_side {config.max_side}, context_margin {config.context_margin})")
+        lines.append("")
+        if lama_timing is not None:
+            lines.append("Random weights: the time (first page only) is LaMa's cost on this CPU (same network, same "
+                         "crops); its pixels mean nothing, so no quality numbers (they need real weights, `--lama FILE`). "
+                         f"Load average while it ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
+            lines.append("")
+        lines.append("| mask | crops/page | mask px at full res | mean fill scale | model px/page | page squashed to "
+                     f"{config.max_side}: scale | model px | " + ("s, first page (random weights) |" if lama_timing else ""))
+        lines.append("|---|---|---|---|---|---|---|" + ("---|" if lama_timing else ""))
+        numbers["lama_geometry"] = {}
+        for kind in MASK_KINDS:
+            g = geometry[kind]
+            if not g:
+                continue
+            m = {k: float(np.mean([r[k] for r in g])) for k in g[0]}
+            numbers["lama_geometry"][kind] = m
+            t = (" — |" if random_time[kind] is None else f" {random_time[kind]:.1f} |") if lama_timing else ""
+            lines.append(f"| {kind} | {m['crops']:.1f} | {m['full_res']:.1%} | {m['scale']:.3f} | {m['model_px'] / 1e6:.2f} M | "
+                         f"{m['squash_scale']:.3f} | {m['squash_px'] / 1e6:.2f} M |" + t)
         lines.append("")
     lines.append("### Restoration of aged scans (truth: the page prepared with the thesis levels)")
     lines.append("")
@@ -238,18 +334,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the report (Markdown) to this file")
     parser.add_argument("--images", help="also write the README pictures (generated page, masks, aged scan, "
                         "baseline results) to this folder, e.g. docs/images")
+    parser.add_argument("--lama", help="also LaMa: a weight file (big-lama or a fine-tune), or 'random' for the "
+                        "network with random weights (time and crop geometry only; needs spandrel)")
     args = parser.parse_args(argv)
     if args.images:
         write_images(args.images)
     size = tuple(int(v) for v in args.size.lower().split("x")) if "x" in args.size.lower() else args.size
     t0 = time.perf_counter()
-    report, _ = run(args.pages, size, args.dpi, args.seed)
+    report, _ = run(args.pages, size, args.dpi, args.seed, args.lama)
     report += f"\n\nTotal run time: {time.perf_counter() - t0:.1f} s.\n"
     print(report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("# Classical baselines\n\nProduced by `python benchmarks/baselines.py"
                                   + (f" --pages {args.pages}" if args.pages != 6 else "")
+                                  + (f" --lama {args.lama}" if args.lama else "")
                                   + f" --out {args.out}`.\n\n" + report)
     return 0
 

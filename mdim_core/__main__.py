@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("mdim_core.cli.restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
     "mask": ("mdim_core.cli.mask", "Write one text mask per page (white = remove): bubbles, free text, SFX; no model needed."),
     "clean": ("mdim_core.cli.clean", "Remove the text of raw pages: auto mask, flat fill, SGIM for the rest (--model)."),
+    "lama-fill": ("mdim_core.cli.lama_fill", "Fill masked areas with a LaMa model, crop by crop at its working size."),
 }
 
 

@@ -22,6 +22,8 @@ NODE_MODULES = (
     "restore_nodes",
     "textmask_nodes",
     "detector_nodes",
+    "lama_nodes",
+    "harmonize_nodes",
 )
 
 

@@ -18,7 +18,6 @@ A LATENT made by MDIM Symmetric VAE Encode carries extra keys that survive core 
 from __future__ import annotations
 
 import logging
-import os
 
 import comfy.model_management
 import comfy.utils
@@ -29,6 +28,7 @@ from comfy_api.latest import io
 
 from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.symvae import SymmetricVAE, load_adapters
+from . import model_folders
 
 log = logging.getLogger("MDIM")
 
@@ -40,8 +40,7 @@ SymVAEType = io.Custom("MDIM_SYMVAE")
 def register_model_folder(*extensions: str) -> None:
     """``models/mdim`` (and any ``mdim:`` entry of extra_model_paths.yaml): ``.safetensors`` files, and
     the other ``extensions`` a node family needs there (each family filters the list by its own)."""
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-    folder_paths.folder_names_and_paths[FOLDER][1].update((".safetensors", *extensions))
+    model_folders.register_model_folder(FOLDER, (".safetensors", *extensions))
 
 
 register_model_folder()

@@ -116,11 +116,27 @@ def build_tiny_checkpoint(comfyui_dir: Path, kind: str) -> Path:
     return path
 
 
+def build_lama_file() -> Path:
+    """A LaMa file with random weights (big-lama's architecture, float16 .safetensors, ~100 MB), cached."""
+    path = cache_dir() / "lama_random_v1.safetensors"
+    if not path.is_file():
+        from lama_nets import random_lama
+        from safetensors.torch import save_file
+
+        sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in random_lama(0).state_dict().items()}
+        part = path.with_name(path.name + f".{os.getpid()}.part")
+        save_file(sd, str(part))
+        os.replace(part, path)  # concurrent builders never clash
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    """``{"standard", "inpainting", "controlnet"}`` -> path of the tiny SD1.5 model files (cached)."""
+    """``{"standard", "inpainting", "controlnet", "lama"}`` -> path of the tiny model files (cached)."""
     comfyui_dir = _require_comfyui()
-    return {kind: build_tiny_checkpoint(comfyui_dir, kind) for kind in CHECKPOINT_KINDS}
+    paths = {kind: build_tiny_checkpoint(comfyui_dir, kind) for kind in CHECKPOINT_KINDS}
+    paths["lama"] = build_lama_file()
+    return paths
 
 
 # --------------------------------------------------------------------------- test images
@@ -158,10 +174,25 @@ def make_test_images(height: int = PAGE_SIZE[0], width: int = PAGE_SIZE[1]) -> d
     light = 0.85 + 0.15 * np.sin(xx / width * np.pi)[..., None]
     old = page_rgb.astype(np.float64) * tint * light + rng.normal(0, 6.0, page_rgb.shape)
     old = np.clip(old + (255 - page_rgb) * 0.08, 0, 255).astype(np.uint8)
+    # translated SFX to paste: black block letters with a white outline on a transparent background
+    sfx = np.zeros((40, 64, 4), np.uint8)
+    ink = np.zeros((40, 64), bool)
+    for x0 in (4, 24, 44):  # three letters: two bars and a diagonal each
+        ink[6:34, x0 : x0 + 5] = True
+        ink[6:11, x0 : x0 + 16] = True
+        for i in range(16):
+            ink[8 + i + 4 : 8 + i + 9, x0 + i : x0 + i + 2] = True
+    outline = np.zeros_like(ink)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            outline |= np.roll(np.roll(ink, dy, 0), dx, 1)
+    sfx[outline] = (255, 255, 255, 255)
+    sfx[ink] = (0, 0, 0, 255)
     return {
         "mdim_example_page.png": page_rgb,
         "mdim_example_mask.png": mask_rgba,
         "mdim_example_old_scan.png": old,
+        "mdim_example_sfx_translated.png": sfx,
     }
 
 
@@ -186,9 +217,9 @@ def _free_ports():
 
 
 def workflow_file_names() -> dict[str, set[str]]:
-    """Model file names the shipped workflows ask for: ``{"checkpoints": {...}, "controlnet": {...}}``."""
-    wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set()}
-    loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet"}
+    """Model file names the shipped workflows ask for: ``{"checkpoints": {...}, "controlnet": {...}, "inpaint": {...}}``."""
+    wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set(), "inpaint": set()}
+    loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet", "MDIM_LamaLoader": "inpaint"}
     for path in shipped_workflows():
         try:
             workflow = json.loads(path.read_text(encoding="utf-8"))
@@ -224,6 +255,9 @@ def prepare_base_dir(base: Path, checkpoints: dict[str, Path], images: dict[str,
         )
     for name in wanted["controlnet"]:
         links.setdefault(("controlnet", name), checkpoints["controlnet"])
+    for name in wanted["inpaint"]:
+        if "lama" in checkpoints:
+            links.setdefault(("inpaint", name), checkpoints["lama"])
     for (folder, name), target in links.items():
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         (base / "models" / folder / name).symlink_to(target)
