@@ -8,7 +8,6 @@ noise mask, crops, tiled VAE, Symmetric VAE decode, progress with previews, Canc
 from __future__ import annotations
 
 import logging
-import math
 
 import comfy.samplers
 import torch
@@ -17,7 +16,7 @@ from comfy_api.latest import io
 from ..mdim_core.inpaint import harmonize as hz
 from ..mdim_core.inpaint.config import SGIMConfig
 from .host_compat import ADVANCED
-from .sgim_host import ComfyHost
+from .sgim_host import ComfyHost, check_sampling_inputs
 
 log = logging.getLogger("MDIM")
 
@@ -34,23 +33,6 @@ def _coverage(mask, meaning: str):
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"foreground_mask: expected a MASK, got {type(mask).__name__}")
     return 1.0 - mask.float() if meaning == "transparency" else mask
-
-
-def _check_sampling(cfg, sampler_name, scheduler, sampler, symvae, vae) -> None:
-    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
-        raise ValueError(f"sampler_name: expected one of {', '.join(comfy.samplers.KSampler.SAMPLERS)}, got {sampler_name!r}")
-    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-        raise ValueError(f"scheduler: expected one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, got {scheduler!r}")
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-        raise ValueError(f"cfg: expected a finite number >= 0, got {cfg!r}")
-    if sampler is not None and not callable(getattr(sampler, "sample", None)):
-        raise ValueError(f"sampler: expected a SAMPLER (e.g. KSamplerSelect), got {type(sampler).__name__}")
-    if symvae is not None:
-        if not callable(getattr(symvae, "decode", None)):
-            raise ValueError(f"symvae: expected the output of MDIM Symmetric VAE Loader, got {type(symvae).__name__}")
-        if getattr(symvae, "vae", vae) is not vae:
-            log.warning("[MDIM] Paste & Harmonize: the Symmetric VAE was loaded on a different VAE than the one "
-                        "connected to 'vae'; connect the same VAE to both so latents decode correctly")
 
 
 class MDIMPasteHarmonize(io.ComfyNode):
@@ -106,7 +88,8 @@ class MDIMPasteHarmonize(io.ComfyNode):
         cfg, sampler_name, scheduler, context_margin=64, min_crop_side=512, tiled_vae_megapixels=4.0,
         foreground_mask=None, symvae=None, sampler=None,
     ) -> io.NodeOutput:  # fmt: skip
-        _check_sampling(cfg, sampler_name, scheduler, sampler, symvae, vae)
+        check_sampling_inputs("Paste & Harmonize", vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                              sampler=sampler, symvae=symvae)
         if not isinstance(tiled_vae_megapixels, (int, float)) or tiled_vae_megapixels < 0:
             raise ValueError(f"tiled_vae_megapixels: expected a number >= 0, got {tiled_vae_megapixels!r}")
         alpha = _coverage(foreground_mask, mask_is)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 
 import comfy.model_management
 import comfy.sample
@@ -31,6 +32,31 @@ log = logging.getLogger("MDIM")
 # Tile sizes of ComfyUI's own tiled VAE nodes (pixels for encode, latent cells for decode).
 ENCODE_TILE, ENCODE_OVERLAP = 512, 64
 DECODE_TILE, DECODE_OVERLAP = 64, 16
+
+
+def check_sampling_inputs(node: str, *, vae, cfg, sampler_name, scheduler, sampler=None, sigmas=None, symvae=None) -> None:
+    """The sampling inputs every node driving a ComfyHost takes, checked up front with errors naming the input."""
+    if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+        raise ValueError(f"sampler_name: expected one of {', '.join(comfy.samplers.KSampler.SAMPLERS)}, got {sampler_name!r}")
+    if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+        raise ValueError(f"scheduler: expected one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, got {scheduler!r}")
+    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg: expected a finite number >= 0, got {cfg!r}")
+    if sampler is not None and not callable(getattr(sampler, "sample", None)):
+        raise ValueError(f"sampler: expected a SAMPLER (e.g. KSamplerSelect), got {type(sampler).__name__}")
+    if sigmas is not None:
+        if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+            raise ValueError("sigmas: expected SIGMAS (a 1-D list of at least 2 values, e.g. from MDIM Trailing "
+                             f"Sigmas), got {getattr(sigmas, 'shape', type(sigmas).__name__)}")
+        s = sigmas.detach().float()
+        if not bool(torch.isfinite(s).all()) or bool((s < 0).any()) or not bool((s[1:] <= s[:-1]).all()):
+            raise ValueError("sigmas: expected finite, non-negative, descending values (a sampling schedule)")
+    if symvae is not None:
+        if not callable(getattr(symvae, "decode", None)):
+            raise ValueError(f"symvae: expected the output of MDIM Symmetric VAE Loader, got {type(symvae).__name__}")
+        if getattr(symvae, "vae", vae) is not vae:
+            log.warning("[MDIM] %s: the Symmetric VAE was loaded on a different VAE than the one connected to 'vae'; "
+                        "connect the same VAE to both so latents decode correctly", node)
 
 
 def is_inpaint_model(model) -> bool:

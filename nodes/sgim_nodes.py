@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import comfy.samplers
 from comfy_api.latest import io
@@ -16,7 +15,7 @@ from comfy_api.latest import io
 from ..mdim_core.inpaint import sgim
 from ..mdim_core.inpaint.config import FLAT_FILL_OPTIONS, PLAN_OPTIONS, RUN_FRI_OPTIONS
 from .host_compat import ADVANCED
-from .sgim_host import ComfyHost
+from .sgim_host import ComfyHost, check_sampling_inputs
 
 log = logging.getLogger("MDIM")
 
@@ -82,25 +81,10 @@ class MDIMSGIMInpaint(io.ComfyNode):
         cls, model, positive, negative, vae, image, mask, seed, steps, cfg, sampler_name, scheduler,
         tiled_vae_megapixels=4.0, symvae=None, sampler=None, sigmas=None, prefill=None, **settings,
     ) -> io.NodeOutput:  # fmt: skip
-        if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
-            raise ValueError(f"sampler_name: expected one of {', '.join(comfy.samplers.KSampler.SAMPLERS)}, got {sampler_name!r}")
-        if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-            raise ValueError(f"scheduler: expected one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, got {scheduler!r}")
-        if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg) or cfg < 0:
-            raise ValueError(f"cfg: expected a finite number >= 0, got {cfg!r}")
+        check_sampling_inputs("SGIM", vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                              sampler=sampler, sigmas=sigmas, symvae=symvae)
         if not isinstance(tiled_vae_megapixels, (int, float)) or tiled_vae_megapixels < 0:
             raise ValueError(f"tiled_vae_megapixels: expected a number >= 0, got {tiled_vae_megapixels!r}")
-        if symvae is not None:
-            if not callable(getattr(symvae, "decode", None)):
-                raise ValueError(f"symvae: expected the output of MDIM Symmetric VAE Loader, got {type(symvae).__name__}")
-            if getattr(symvae, "vae", vae) is not vae:
-                log.warning(
-                    "[MDIM] SGIM: the Symmetric VAE was loaded on a different VAE than the one connected to 'vae'; "
-                    "connect the same VAE to both so latents decode correctly"
-                )
-        if sampler is not None and not callable(getattr(sampler, "sample", None)):
-            raise ValueError(f"sampler: expected a SAMPLER (e.g. KSamplerSelect), got {type(sampler).__name__}")
-        _check_sigmas(sigmas)
         unknown = set(settings) - CONFIG_FIELDS
         if unknown:
             raise ValueError(f"unknown input(s) {', '.join(sorted(unknown))}: this MDIM SGIM Inpaint does not know them")
@@ -117,19 +101,6 @@ class MDIMSGIMInpaint(io.ComfyNode):
         if host.tiled_calls:
             log.info("[MDIM] SGIM: %d VAE call(s) ran tiled", host.tiled_calls)
         return io.NodeOutput(result.image, result.sgi_preview)
-
-
-def _check_sigmas(sigmas) -> None:
-    import torch
-
-    if sigmas is None:
-        return
-    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ValueError(f"sigmas: expected SIGMAS (a 1-D list of at least 2 values, e.g. from MDIM Trailing Sigmas), "
-                         f"got {getattr(sigmas, 'shape', type(sigmas).__name__)}")
-    s = sigmas.detach().float()
-    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()) or not bool((s[1:] <= s[:-1]).all()):
-        raise ValueError("sigmas: expected finite, non-negative, descending values (a sampling schedule)")
 
 
 NODES = [MDIMSGIMInpaint]

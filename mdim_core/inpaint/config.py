@@ -61,7 +61,8 @@ class SGIMConfig:
             pre-filled content, noised to this fraction of the schedule, instead of pure noise.
         flat_fill: ``"auto"``: a mask region whose surrounding ring is flat paper white or solid
             black (text in a speech bubble) is filled with exactly that value and never sent to
-            the model (``mdim_core.inpaint.flatfill``); ``"off"``: every region goes to the model.
+            the model (``mdim_core.inpaint.flatfill``); ``"off"``: every region goes to the model. A
+            refine-only run (``structure_pass=False``) redraws what is under the mask and never fills flat.
     """
 
     steps: int = 50

@@ -197,7 +197,7 @@ def harmonize(
     mask = pass_mask(pasted.coverage, ring)
     cfg = dataclasses.replace(
         config or SGIMConfig(),
-        structure_pass=False, fri_strength=strength, fri_steps=steps, feather=feather, grow_mask=0,
+        structure_pass=False, fri_strength=strength, fri_steps=steps, feather=feather, grow_mask=0, flat_fill="off",
     )  # fmt: skip
     result = inpaint(host, pasted.image, mask, seed=seed, config=cfg)
     log.info("[MDIM] Paste & Harmonize: %dx%d px pasted at x=%d, y=%d; %d pass(es) at strength %g",

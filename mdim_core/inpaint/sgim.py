@@ -284,7 +284,7 @@ def inpaint(
         log.info("[MDIM] SGIM: the mask is empty, the image is returned unchanged")
         return SGIMResult(image=image, frames=[])
     out, flat_regions = base, []
-    if config.flat_fill == "auto":
+    if config.flat_fill == "auto" and config.structure_pass:  # a refine-only pass redraws what is there: no fill
         filled = flat_fill(base, m)
         if filled.regions:
             out, m, flat_regions = filled.image.detach().cpu(), filled.remaining, filled.regions
