@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..imaging import checks
 from . import levels
 
 log = logging.getLogger("MDIM")
@@ -125,37 +126,10 @@ class CleanupSettings:
 # input checks
 
 
-def _check_page(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Validate a page and return it as ``[H, W, C]`` in its own dtype (float or uint8; a view)."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{name} must have shape [H, W] or [H, W, C] with C in 1, 3, 4; got {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty (zero-size image); got shape {image.shape}")
-    if image.dtype != np.uint8 and image.dtype.kind != "f":
-        raise ValueError(f"{name} must be float (0..1) or uint8 (0..255); got dtype {image.dtype}")
-    return image
-
-
-def _float(arr: np.ndarray) -> np.ndarray:
-    """float32 in 0..1 from float or uint8 (a view when already float32)."""
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1 / 255)
-    return arr.astype(np.float32, copy=False)
-
-
-def _as_page(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Validate a page and return float32 ``[H, W, C]`` (a view when possible; never written to)."""
-    return _float(_check_page(image, name))
-
-
 def _gray2d(gray: np.ndarray, name: str = "gray") -> np.ndarray:
-    page = _as_page(gray, name)
+    page = checks.page_array(gray, name)
     if page.shape[2] != 1:
-        raise ValueError(f"{name} must be a grayscale page [H, W] or [H, W, 1]; got {gray.shape}")
+        raise ValueError(f"{name}: expected a grayscale page [H, W] or [H, W, 1], got shape {gray.shape}")
     return page[:, :, 0]
 
 
@@ -176,10 +150,10 @@ def channel_weights(image: np.ndarray) -> np.ndarray:
     pixels in the brightest half). Weight ~ contrast / noise^2, the matched filter for independent
     noise. Yellowed paper has little contrast and more stain texture in blue, so blue gets the least.
     """
-    page = _check_page(image)
+    page = checks.page_array(image, keep_uint8=True)
     if page.shape[2] == 1:
         return np.ones(1, np.float32)
-    sample = _float(np.ascontiguousarray(_subsample(page[:, :, :3], 250_000)))
+    sample = checks.float_pixels(np.ascontiguousarray(_subsample(page[:, :, :3], 250_000)))
     flat = sample.reshape(-1, 3)
     lo = np.percentile(flat, 0.5, axis=0)
     hi = np.percentile(flat, 99.5, axis=0)
@@ -203,14 +177,14 @@ def to_gray(image: np.ndarray, method: str = "auto") -> np.ndarray:
     """
     if method not in GRAY_METHODS:
         raise ValueError(f"method must be one of {GRAY_METHODS}, got {method!r}")
-    page = _check_page(image)
+    page = checks.page_array(image, keep_uint8=True)
     if page.shape[2] == 1:
-        return np.array(_float(page[:, :, 0]), dtype=np.float32, copy=True)
+        return np.array(checks.float_pixels(page[:, :, 0]), dtype=np.float32, copy=True)
     rgb = page[:, :, :3]  # uint8 pages are converted row chunk by row chunk, never whole
     out = np.empty(rgb.shape[:2], np.float32)
     if method == "max":
         for y0 in range(0, rgb.shape[0], _ROWS):
-            out[y0 : y0 + _ROWS] = _float(np.max(rgb[y0 : y0 + _ROWS], axis=2))
+            out[y0 : y0 + _ROWS] = checks.float_pixels(np.max(rgb[y0 : y0 + _ROWS], axis=2))
         return out
     if method == "auto":
         w = channel_weights(rgb)
@@ -223,7 +197,7 @@ def to_gray(image: np.ndarray, method: str = "auto") -> np.ndarray:
         }[method]
     w = np.asarray(w, np.float32)
     for y0 in range(0, rgb.shape[0], _ROWS):
-        np.matmul(_float(rgb[y0 : y0 + _ROWS]), w, out=out[y0 : y0 + _ROWS])
+        np.matmul(checks.float_pixels(rgb[y0 : y0 + _ROWS]), w, out=out[y0 : y0 + _ROWS])
     return out
 
 
@@ -643,13 +617,6 @@ def despeckle(gray: np.ndarray, max_area: int = 16, radius: int = 0, threshold: 
 # the whole cleanup
 
 
-def _check_finite(page: np.ndarray, name: str) -> None:
-    """Reject NaN/inf pixels up front (a float64 sum propagates them without a full-size mask)."""
-    if page.dtype.kind == "f" and not np.isfinite(page.sum(dtype=np.float64)):
-        bad = int(np.count_nonzero(~np.isfinite(page)))
-        raise ValueError(f"{name} must contain finite values in 0..1; got {bad} NaN or infinite value(s)")
-
-
 def clean_page(image: np.ndarray, settings: CleanupSettings | None = None, *, name: str = "image",
                **options) -> np.ndarray:
     """Clean one page: float32 ``[H, W]`` in 0..1 from a gray/RGB/RGBA page (see the module docstring).
@@ -661,8 +628,8 @@ def clean_page(image: np.ndarray, settings: CleanupSettings | None = None, *, na
         settings = CleanupSettings(**options)
     elif options:
         raise TypeError("clean_page: give either settings or keyword options, not both")
-    _check_finite(_check_page(image, name), name)
-    gray = to_gray(image, settings.gray)
+    page = checks.page_array(image, name, keep_uint8=True, finite=True)
+    gray = to_gray(page, settings.gray)
     if settings.background:
         low, cell = estimate_background_lowres(gray, cell=settings.cell, ink_size=settings.ink_size)
         gray = divide_background_lowres(gray, low, cell)

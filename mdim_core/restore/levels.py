@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imaging import checks
+
 __all__ = [
     "to_grayscale",
     "auto_contrast",
@@ -32,21 +34,6 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _ROWS_PER_CHUNK = 1024
 
 
-def _as_float_page(image: np.ndarray, name: str) -> np.ndarray:
-    """Validate a page array and return it as float32 in 0..1 (a view when already float32)."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{name} must have shape [H, W] or [H, W, C] with C in 1, 3, 4; got {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty; got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
-    if image.dtype.kind == "f":
-        return image.astype(np.float32, copy=False)
-    raise ValueError(f"{name} must be float (0..1) or uint8 (0..255); got dtype {image.dtype}")
-
-
 def to_grayscale(image: np.ndarray) -> np.ndarray:
     """Grayscale float32 ``[H, W]`` in 0..1 from a gray, RGB or RGBA page (BT.601 luma). A new array."""
     gray = _gray_view(image, "image")
@@ -55,9 +42,7 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
 
 def _gray_view(image: np.ndarray, name: str) -> np.ndarray:
     """Like :func:`to_grayscale`, but may return a view of ``image`` (never write into it)."""
-    img = _as_float_page(image, name)
-    if img.ndim == 2:
-        return img
+    img = checks.page_array(image, name)
     if img.shape[2] == 1:
         return img[:, :, 0]
     out = np.empty(img.shape[:2], dtype=np.float32)
