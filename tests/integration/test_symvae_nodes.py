@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 pack = load_pack_in_process()
 from mdim_pack_under_test.mdim_core.symvae import SymmetricVAE, save_adapters  # noqa: E402
-from mdim_pack_under_test.mdim_core.symvae.tiny import build_autoencoder_kl  # noqa: E402
 from mdim_pack_under_test.nodes import symvae_nodes as sn  # noqa: E402
+from tiny_models import build_autoencoder_kl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
