@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mdim_core.cli.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
     "synth": ("mdim_core.cli.synth", "Write generated manga pages with ground truth, masks and aged scans."),
     "restore": ("mdim_core.cli.restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
+    "train-symvae": ("mdim_core.cli.train_symvae", "Train Symmetric VAE adapters on clean pages (for restore --adapters and the nodes)."),
 }
 
 
