@@ -2,7 +2,9 @@
 
 Each command lives in its own module, imported only when that command runs; the
 module exposes ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
-To add a command, add one line to ``COMMANDS``.
+To add a command, add one line to ``COMMANDS``. A ``ValueError`` that a command does not handle
+itself (bad arguments or input, named in its message) is printed to stderr as ``error: ...``
+and gives exit status 2.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 DEFAULT_PROMPT = "manga, manga style, comic, monochrome"
@@ -55,15 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
@@ -71,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..imaging import imageio
     from ..inpaint import diffusers_host, sgim
 
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     config = sgim.SGIMConfig(
         steps=args.steps,
         fri_steps=args.fri_steps,

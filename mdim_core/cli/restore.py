@@ -61,25 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        settings = cleanup.CleanupSettings(
-            gray=args.gray, background=not args.no_background, levels=args.levels,
-            black_point=args.black_point, white_point=args.white_point, sharpen=args.sharpen,
-            adaptive_sharpen=not args.fixed_sharpen,
-            sharpen_radius=args.sharpen_radius, despeckle=args.despeckle, bleed_through=args.bleed_through,
-            deskew=args.deskew, max_skew=args.max_skew,
-        )
-        steps = None
-        if args.vae or args.adapters or args.model or args.masks or args.no_cleanup:
-            steps = batch.ModelSteps(vae=args.vae, adapters=args.adapters, tile=args.tile, model=args.model,
-                                     cleanup=not args.no_cleanup,
-                                     masks=args.masks, seed=args.seed, device=args.device, steps=args.sgim_steps,
-                                     sgim_options=(("sgi_max_side", args.sgi_max_side),))
-        report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
-                                 recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = cleanup.CleanupSettings(
+        gray=args.gray, background=not args.no_background, levels=args.levels,
+        black_point=args.black_point, white_point=args.white_point, sharpen=args.sharpen,
+        adaptive_sharpen=not args.fixed_sharpen,
+        sharpen_radius=args.sharpen_radius, despeckle=args.despeckle, bleed_through=args.bleed_through,
+        deskew=args.deskew, max_skew=args.max_skew,
+    )
+    steps = None
+    if args.vae or args.adapters or args.model or args.masks or args.no_cleanup:
+        steps = batch.ModelSteps(vae=args.vae, adapters=args.adapters, tile=args.tile, model=args.model,
+                                 cleanup=not args.no_cleanup,
+                                 masks=args.masks, seed=args.seed, device=args.device, steps=args.sgim_steps,
+                                 sgim_options=(("sgi_max_side", args.sgi_max_side),))
+    report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
+                             recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
     parts = [f"{len(report.done)} page(s) restored"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} already done (skipped)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 
@@ -69,20 +68,12 @@ def read_pages(folder: str | Path, max_pages: int = 0) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..symvae.base import load_base_vae
     from ..symvae.model import SymmetricVAE
     from ..symvae.train import TrainConfig, train
 
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     cfg = TrainConfig(
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, edge_weight=args.edge_weight,
         freq_weight=args.freq_weight, clean_fraction=args.clean_fraction, mask_fraction=args.mask_fraction,
