@@ -4,7 +4,8 @@ Each command lives in its own module, imported only when that command runs; the
 module exposes ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
 To add a command, add one line to ``COMMANDS``. A ``ValueError`` that a command does not handle
 itself (bad arguments or input, named in its message) is printed to stderr as ``error: ...``
-and gives exit status 2.
+and gives exit status 2; a ``MemoryError`` (a page too large for the memory free, said before
+the work starts) likewise, with exit status 1.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"error: {exc or 'out of memory'}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

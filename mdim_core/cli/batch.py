@@ -5,7 +5,8 @@
 removal (:class:`ModelSteps`). Pages keep their names (and sub-folders with ``recursive``), their
 DPI and, for 16-bit grayscale PNG/TIFF, their bit depth.
 
-- One bad page (unreadable, truncated, empty, ...) is reported and skipped; the others go on.
+- One bad page (unreadable, truncated, empty, too large for the memory free, ...) is reported and
+  skipped; the others go on.
 - Every output is written atomically (temporary file + ``os.replace``): a killed run or a full disk
   never leaves a half-written page, and pages already written are never touched again.
 - A small manifest (``.mdim_restore.json`` in the output folder) records, for every finished page,
@@ -29,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..imaging import imageio
+from ..imaging import checks, imageio
 from ..restore import cleanup
 
 log = logging.getLogger("MDIM")
@@ -271,12 +272,22 @@ def _sgim_config(steps: ModelSteps):
     return sgim.SGIMConfig(steps=steps.steps, **options)
 
 
+def model_memory_bytes(size: tuple[int, int], steps: ModelSteps) -> int:
+    """Memory the model steps need for a page of ``size`` (H, W), models aside: the Symmetric VAE
+    restore holds a few RGB float32 copies of the page (input, padded input, blended output and its
+    weights, about 56 bytes/px), SGIM the page, its working copy and the mask (about 36 bytes/px)."""
+    per_px = max(56 if steps.restore else 0, 36 if steps.text_removal else 0)
+    return size[0] * size[1] * per_px
+
+
 def _model_steps(clean, page: Path, steps: ModelSteps):
     """Chain the Symmetric VAE restore and SGIM text removal on a cleaned page [H, W] (or, with
     ``steps.cleanup`` off, on the scan as read, which the restore makes a gray page [H, W])."""
     import numpy as np
     import torch
 
+    h, w = clean.shape[:2]
+    checks.require_memory(model_memory_bytes((h, w), steps), f"model steps on {page.name} ({w}x{h} px)")
     models = _load_models(steps)
     if steps.restore:
         from ..symvae.restore import restore_page
@@ -301,7 +312,8 @@ def process_page(page: Path, target: Path, settings: cleanup.CleanupSettings,
                  steps: ModelSteps | None = None) -> float:
     """Clean one page file into ``target`` (atomically). Returns the seconds it took.
 
-    Raises ``ValueError`` for a bad page, :class:`DiskFullError` when the disk is full.
+    Raises ``ValueError`` for a bad page, ``MemoryError`` (before the work) for a page too large for
+    the memory free, :class:`DiskFullError` when the disk is full.
     """
     t0 = time.perf_counter()
     src = imageio.read_page(page, keep_uint8=True)  # 8-bit scans stay uint8: 1/4 of the memory
@@ -376,7 +388,8 @@ def run_batch(
                               f"to go on.")
             return False
         except Exception as exc:  # one bad page never stops the volume
-            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            plain = isinstance(exc, (ValueError, OSError, MemoryError)) and str(exc)
+            message = str(exc) if plain else f"{type(exc).__name__}: {exc}"
             report.failed.append((rel, message))
             log.warning("[MDIM] %s skipped: %s", rel, message)
         else:

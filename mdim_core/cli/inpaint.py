@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..device import resolve_device
-    from ..imaging import imageio
+    from ..imaging import checks, imageio
     from ..inpaint import diffusers_host, sgim
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         limit_to_panel=args.limit_to_panel,
     )
     page = imageio.read_page(args.page)
+    channels = page.pixels.shape[2]
+    checks.require_memory(page.width * page.height * (12 * channels + 16),  # page copies, mask, output
+                          f"inpainting {args.page} ({page.width}x{page.height} px)")
     mask_pixels = imageio.read_page(args.mask).pixels
     image = torch.from_numpy(page.pixels)[None]  # [1, H, W, C]
     mask = torch.from_numpy(mask_pixels.mean(axis=-1))[None]  # [1, h, w]

@@ -125,6 +125,13 @@ def require_memory(nbytes: int, what: str, *, available: int | None = None) -> N
     free = available_memory() if available is None else available
     if free is not None and nbytes > free:
         raise MemoryError(
-            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is free; "
+            f"{what} needs about {_amount(nbytes)} of memory but only {_amount(free)} is free; "
             f"close other programs, or work on a smaller page"
         )
+
+
+def _amount(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"

@@ -62,6 +62,7 @@ __all__ = [
     "suppress_bleed_through",
     "despeckle",
     "clean_page",
+    "memory_bytes",
 ]
 
 #: Grayscale conversions: "auto" (contrast/noise matched weights), "luma" (BT.601), "red", "green",
@@ -317,12 +318,21 @@ def estimate_background_lowres(gray: np.ndarray, cell: int = 0, ink_size: int = 
 
 def _upscale(low: np.ndarray, shape: tuple[int, int], cell: float) -> np.ndarray:
     """Bilinear upscale of a grid whose pixels cover ``cell`` output pixels each, to ``shape``,
-    with the grid's pixel centres at their true positions."""
+    with the grid's pixel centres at their true positions.
+
+    The output may reach past the grid's last cell: a half-resolution output of an odd page whose
+    side is a whole number of cells covers one page pixel more than the grid (4961 px = 451 cells
+    of 11 px, at half resolution 2481 px of 5.5 = 451.09 cells). The grid's edge is continued
+    there, so the box stays inside it whatever the rounding.
+    """
     h, w = shape
+    gh, gw = low.shape
+    bh, bw = h / cell, w / cell  # the output's extent in grid cells
+    extra_h, extra_w = max(0, math.ceil(bh) - gh), max(0, math.ceil(bw) - gw)
+    if extra_h or extra_w:
+        low = np.pad(low, ((0, extra_h), (0, extra_w)), mode="edge")
     img = Image.fromarray(np.ascontiguousarray(low, dtype=np.float32))
-    # box (in low-res pixel units) that maps exactly onto the full page
-    box = (0.0, 0.0, w / cell, h / cell)
-    out = img.resize((w, h), resample=Image.Resampling.BILINEAR, box=box)
+    out = img.resize((w, h), resample=Image.Resampling.BILINEAR, box=(0.0, 0.0, bw, bh))
     return np.array(out, dtype=np.float32)  # a writable copy
 
 
@@ -617,18 +627,29 @@ def despeckle(gray: np.ndarray, max_area: int = 16, radius: int = 0, threshold: 
 # the whole cleanup
 
 
+def memory_bytes(size: tuple[int, int], settings: CleanupSettings) -> int:
+    """Memory :func:`clean_page` needs beyond its input for a page of ``size`` (H, W): a few float32
+    pages at once (measured peaks: 10.3 bytes/px with the defaults, 17.3 with deskew, bleed-through
+    and despeckle on a 600-dpi A4 page), with some margin."""
+    extra = settings.deskew or settings.despeckle > 0 or settings.bleed_through > 0
+    return size[0] * size[1] * (20 if extra else 12)
+
+
 def clean_page(image: np.ndarray, settings: CleanupSettings | None = None, *, name: str = "image",
                **options) -> np.ndarray:
     """Clean one page: float32 ``[H, W]`` in 0..1 from a gray/RGB/RGBA page (see the module docstring).
 
     Give a :class:`CleanupSettings` or its fields as keyword arguments. ``name`` is the input's
-    name used in error messages (a node input or a file name).
+    name used in error messages (a node input or a file name). A page too large for the memory
+    free now raises ``MemoryError`` (with its size and the limit) before any work.
     """
     if settings is None:
         settings = CleanupSettings(**options)
     elif options:
         raise TypeError("clean_page: give either settings or keyword options, not both")
     page = checks.page_array(image, name, keep_uint8=True, finite=True)
+    h, w = page.shape[:2]
+    checks.require_memory(memory_bytes((h, w), settings), f"cleanup of {name} ({w}x{h} px)")
     gray = to_gray(page, settings.gray)
     if settings.background:
         low, cell = estimate_background_lowres(gray, cell=settings.cell, ink_size=settings.ink_size)
