@@ -71,7 +71,7 @@ def side(max_side: int = MAX_SIDE):
 
 def page_size(max_side: int = MAX_SIDE, max_area: int | None = None):
     """(height, width): two sides, a 1xN or Nx1 strip, or a paper size; at most ``max_area`` px
-    (larger draws are scaled down, keeping the odd/prime character of the smaller side)."""
+    (a larger draw keeps its shorter side and gets as long as the area allows)."""
 
     def fit(hw):
         h, w = hw
@@ -83,8 +83,11 @@ def page_size(max_side: int = MAX_SIDE, max_area: int | None = None):
         return h, w
 
     strips = st.integers(1, max_side).flatmap(lambda n: st.sampled_from([(1, n), (n, 1)]))
-    papers = [s for s in paper_sizes(max_side) if max_area is None or s[0] * s[1] <= max_area]
-    return st.one_of(st.tuples(side(max_side), side(max_side)), strips, st.sampled_from(papers)).map(fit)
+    choices = [st.tuples(side(max_side), side(max_side)), strips]
+    papers = paper_sizes(max_side)
+    if papers:  # (one side of a paper size kept when the area is cut)
+        choices.append(st.sampled_from(papers))
+    return st.one_of(*choices).map(fit)
 
 
 def make_mask(kind: str, size: tuple[int, int], seed: int = 0) -> np.ndarray:
