@@ -246,7 +246,12 @@ def _latent_source(samples: dict, name: str = "samples"):
             )
     mask = samples.get("mdim_mask")
     if mask is not None and mask.shape[0] != b:
-        mask = mask.repeat(b // mask.shape[0], 1, 1) if b % mask.shape[0] == 0 else mask[:1].expand(b, -1, -1)
+        if not (mask.shape[0] and b % mask.shape[0] == 0):
+            raise ValueError(
+                f"{name}: the LATENT has {b} latents but carries {mask.shape[0]} masks "
+                "(from MDIM Symmetric VAE Encode); batch nodes in between must keep them matched"
+            )
+        mask = mask.repeat(b // mask.shape[0], 1, 1)
     return latent, source, mask, samples.get("mdim_size")
 
 
