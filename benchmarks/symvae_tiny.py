@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/: the tiny model builders
+
+from tiny_models import build_autoencoder_kl  # noqa: E402
 
 from mdim_core.evaluation import metrics  # noqa: E402
 from mdim_core.restore.levels import prepare_ground_truth, to_grayscale  # noqa: E402
 from mdim_core.symvae import SymmetricVAE, save_adapters  # noqa: E402
-from mdim_core.symvae.tiny import build_autoencoder_kl  # noqa: E402
 from mdim_core.symvae.train import TrainConfig, train  # noqa: E402
 from mdim_core.synth import generate_page  # noqa: E402
 from mdim_core.synth.aging import age_page  # noqa: E402

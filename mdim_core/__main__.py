@@ -2,7 +2,10 @@
 
 Each command lives in its own module, imported only when that command runs; the
 module exposes ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
-To add a command, add one line to ``COMMANDS``.
+To add a command, add one line to ``COMMANDS``. A ``ValueError`` that a command does not handle
+itself (bad arguments or input, named in its message) is printed to stderr as ``error: ...``
+and gives exit status 2; a ``MemoryError`` (a page too large for the memory free, said before
+the work starts) likewise, with exit status 1.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("mdim_core.cli.mask", "Write one text mask per page (white = remove): bubbles, free text, SFX; no model needed."),
     "clean": ("mdim_core.cli.clean", "Remove the text of raw pages: auto mask, flat fill, SGIM for the rest (--model)."),
     "lama-fill": ("mdim_core.cli.lama_fill", "Fill masked areas with a LaMa model, crop by crop at its working size."),
+    "train-symvae": ("mdim_core.cli.train_symvae", "Train Symmetric VAE adapters on clean pages (for restore --adapters and the nodes)."),
 }
 
 
@@ -41,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print(f"error: {exc or 'out of memory'}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,21 +15,10 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..mdim_core.imaging import checks
 from ..mdim_core.restore import cleanup
 
 log = logging.getLogger("MDIM")
-
-
-def _pages(image) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise ValueError(f"image: expected an IMAGE [B,H,W,C], got {getattr(image, 'shape', type(image))}")
-    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"image: zero-size image {tuple(image.shape)}")
-    if image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image: expected 1, 3 or 4 channels, got {image.shape[-1]}")
-    if image.shape[-1] == 4:
-        log.info("[MDIM] image: alpha channel dropped")
-    return image
 
 
 WHITE_WARNING = 0.995  # share of pure-white pixels above which a page is taken for a loading problem
@@ -132,7 +121,7 @@ class MDIMScanCleanup(io.ComfyNode):
     @classmethod
     def execute(cls, image, gray, remove_background, levels, black_point, white_point, sharpen, dpi,
                 bleed_through, despeckle, deskew) -> io.NodeOutput:
-        image = _pages(image)
+        image = checks.image_batch(image, "image")  # alpha dropped (logged)
         settings = cleanup.CleanupSettings(
             gray=gray, background=bool(remove_background), levels=levels, black_point=float(black_point),
             white_point=float(white_point), sharpen=float(sharpen), dpi=float(dpi),
@@ -144,7 +133,7 @@ class MDIMScanCleanup(io.ComfyNode):
         for page in image:
             comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel stops between pages
             arr = page.detach().to("cpu", torch.float32).numpy()  # a view or a copy: never written to
-            clean = cleanup.clean_page(np.ascontiguousarray(arr[..., :3]), settings, name="image")
+            clean = cleanup.clean_page(np.ascontiguousarray(arr), settings, name="image")
             out.append(torch.from_numpy(clean)[..., None].expand(-1, -1, 3))
             progress.update(1)
         return io.NodeOutput(torch.stack(out).contiguous())

@@ -23,9 +23,9 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io
 
+from ..mdim_core.imaging import checks, geometry
 from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.symvae import SymmetricVAE, load_adapters
 from . import model_folders
@@ -111,35 +111,6 @@ def _check_handle(symvae) -> SymVAEHandle:
     return symvae
 
 
-def _pad8(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Pad [B,H,W,C] (or [B,H,W]) at the bottom/right to multiples of ``f`` by edge replication."""
-    h, w = x.shape[1], x.shape[2]
-    ph, pw = (-h) % f, (-w) % f
-    if not (ph or pw):
-        return x
-    if x.ndim == 3:
-        return F.pad(x[:, None], (0, pw, 0, ph), mode="replicate")[:, 0]
-    return F.pad(x.movedim(-1, 1), (0, pw, 0, ph), mode="replicate").movedim(1, -1)
-
-
-def _rgb(image: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise ValueError(f"{name}: expected an IMAGE [B,H,W,C], got {getattr(image, 'shape', type(image))}")
-    if image.shape[-1] == 4:
-        log.info("[MDIM] %s: alpha channel dropped", name)
-        image = image[..., :3]
-    elif image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
-    elif image.shape[-1] != 3:
-        raise ValueError(f"{name}: expected 1, 3 or 4 channels, got {image.shape[-1]}")
-    if image.shape[1] < 8 or image.shape[2] < 8:
-        raise ValueError(f"{name}: at least 8x8 pixels needed, got {image.shape[2]}x{image.shape[1]}")
-    if not bool(torch.isfinite(image).all()):
-        bad = int((~torch.isfinite(image)).sum())
-        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
-    return image
-
-
 def _progress():
     """A ``progress(done, total)`` for mdim_core's tiled runs: ComfyUI's progress bar and Cancel."""
     bar = None
@@ -174,7 +145,7 @@ class MDIMSymVAELoader(io.ComfyNode):
                                              if f.lower().endswith(".safetensors")],
                     default=NO_ADAPTERS,
                     tooltip=(
-                        "Adapter file (.safetensors) in models/mdim, made by `python -m mdim_core.symvae train`. "
+                        "Adapter file (.safetensors) in models/mdim, made by `python -m mdim_core train-symvae`. "
                         "'none' gives untrained adapters: every decode equals the plain VAE's."
                     ),
                 ),
@@ -239,16 +210,16 @@ class MDIMSymVAEEncode(io.ComfyNode):
     @classmethod
     def execute(cls, symvae, image, set_noise_mask, mask=None) -> io.NodeOutput:
         handle = _check_handle(symvae)
-        image = _rgb(image, "image")
+        image = checks.image_batch(image, "image", rgb=True)
         b, h, w, _ = image.shape
         f = handle.sym.downscale
-        source = _pad8(image.float(), f).cpu().contiguous()
+        source = geometry.pad_image(image.float(), f).cpu().contiguous()  # edge replicate
         latent = handle.encode(source)
         out = {"samples": latent, "mdim_source": source, "mdim_size": (h, w)}
         if mask is not None:
             # the same cleanup as MDIM SGIM Inpaint: 1 where the mask is >= 0.5 (JPEG masks included)
             m = mdim_masks.clean(mask, batch=b, size=(h, w), name="mask")
-            pm = _pad8(m, f).contiguous()
+            pm = geometry.pad_mask(m, f, mode="replicate").contiguous()
             out["mdim_mask"] = pm
             if set_noise_mask:
                 out["noise_mask"] = pm[:, None].clone()
@@ -276,7 +247,12 @@ def _latent_source(samples: dict, name: str = "samples"):
             )
     mask = samples.get("mdim_mask")
     if mask is not None and mask.shape[0] != b:
-        mask = mask.repeat(b // mask.shape[0], 1, 1) if b % mask.shape[0] == 0 else mask[:1].expand(b, -1, -1)
+        if not (mask.shape[0] and b % mask.shape[0] == 0):
+            raise ValueError(
+                f"{name}: the LATENT has {b} latents but carries {mask.shape[0]} masks "
+                "(from MDIM Symmetric VAE Encode); batch nodes in between must keep them matched"
+            )
+        mask = mask.repeat(b // mask.shape[0], 1, 1)
     return latent, source, mask, samples.get("mdim_size")
 
 
@@ -383,7 +359,7 @@ class MDIMSymVAERestore(io.ComfyNode):
     @classmethod
     def execute(cls, symvae, image, tile_size, grayscale) -> io.NodeOutput:
         handle = _check_handle(symvae)
-        image = _rgb(image, "image")
+        image = checks.image_batch(image, "image", rgb=True)
         out = handle.restore(image.float(), tile=tile_size or 0, progress=_progress())
         if grayscale:
             out = out.mean(dim=-1, keepdim=True).expand(-1, -1, -1, 3)

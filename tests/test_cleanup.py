@@ -247,8 +247,8 @@ def test_non_finite_pixels_are_rejected_up_front_naming_the_input(value):
     page = np.full((32, 24, 3), 0.8, np.float32)
     page[5, 7, 1] = value
     before = page.copy()
-    with pytest.raises(ValueError, match=r"^scan\.png must contain finite values in 0\.\.1; got 1 NaN"):
+    with pytest.raises(ValueError, match=r"^scan\.png: contains 1 NaN or infinite value\(s\); expected finite values in 0\.\.1"):
         cleanup.clean_page(page, name="scan.png")
-    with pytest.raises(ValueError, match=r"^image must contain finite values in 0\.\.1"):
+    with pytest.raises(ValueError, match=r"^image: contains 1 NaN or infinite value\(s\); expected finite values in 0\.\.1"):
         cleanup.clean_page(page, levels="points")
     np.testing.assert_array_equal(page, before)

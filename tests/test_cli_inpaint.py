@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_diffusers import build_model_dir
 
 from mdim_core.__main__ import main
 
@@ -19,8 +18,8 @@ FAST = ["--steps", "4", "--fri-steps", "2", "--sgi-max-side", "32", "--min-crop-
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_model_dir(tmp_path_factory.mktemp("cli_model") / "tiny", in_channels=9)
+def model_dir(inpaint_model_dir):
+    return inpaint_model_dir
 
 
 @pytest.fixture()

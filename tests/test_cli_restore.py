@@ -176,9 +176,10 @@ def test_readme_main_job_from_a_fresh_checkout(tmp_path):
 
 def test_symmetric_vae_step_chains_after_cleanup(tmp_path):
     torch = pytest.importorskip("torch")
+    from tiny_models import build_autoencoder_kl
+
     from mdim_core.symvae.model import SymmetricVAE
     from mdim_core.symvae.restore import restore_page
-    from mdim_core.symvae.tiny import build_autoencoder_kl
     from mdim_core.symvae.weights import load_adapters, save_adapters
 
     vae_dir = tmp_path / "vae"

@@ -90,3 +90,14 @@ def test_bad_inputs_name_the_input():
         to_grayscale(np.zeros((4, 4), np.int32))
     with pytest.raises(TypeError, match="numpy"):
         to_grayscale([[0.0]])
+
+
+def test_float_rounding_is_not_contrast():
+    """A blank page 1 ulp from flat (what dividing out its background leaves) stays blank."""
+    blank = np.full((6, 5), 1.0, np.float32)
+    blank[::2] = np.nextafter(np.float32(1.0), np.float32(0.0))
+    np.testing.assert_array_equal(auto_contrast(blank), blank)
+    assert prepare_ground_truth(blank).min() == 1.0
+    faint = np.full((6, 5), 0.9, np.float32)
+    faint[0, 0] = 0.88  # a real (if faint) mark is still stretched
+    assert auto_contrast(faint)[0, 0] == 0.0 and auto_contrast(faint)[1, 1] == 1.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_autoencoder_kl
 
+from mdim_core.__main__ import main
 from mdim_core.restore.levels import prepare_ground_truth
 from mdim_core.symvae import SymmetricVAE, load_adapters
-from mdim_core.symvae.__main__ import main
-from mdim_core.symvae.tiny import build_autoencoder_kl
 from mdim_core.symvae.train import CropSampler, TrainConfig, restoration_loss, train
 
 
@@ -108,8 +108,10 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_train_and_restore(tmp_path):
+def test_cli_train_and_restore(tmp_path, capsys):
     from PIL import Image
+
+    from mdim_core.symvae.restore import restore_page
 
     data = tmp_path / "pages"
     data.mkdir()
@@ -118,15 +120,26 @@ def test_cli_train_and_restore(tmp_path):
     vae_dir = tmp_path / "vae"
     build_autoencoder_kl(seed=0).save_pretrained(vae_dir)
     out = tmp_path / "adapters.safetensors"
-    rc = main(["train", "--data", str(data), "--out", str(out), "--vae", str(vae_dir), "--steps", "2",
-               "--batch", "1", "--crop", "32", "--device", "cpu"])
+    rc = main(["train-symvae", "--data", str(data), "--out", str(out), "--vae", str(vae_dir), "--steps", "2",
+               "--batch", "1", "--crop", "32", "--device", "cpu", "-q"])
     assert rc == 0 and out.is_file()
-    restored = tmp_path / "clean.png"
-    rc = main(["restore", str(data / "p0.png"), "-o", str(restored), "--vae", str(vae_dir), "--adapters", str(out),
-               "--device", "cpu"])
+    # the restore command with --no-cleanup gives the Symmetric VAE restore of the scan as it is
+    rc = main(["restore", str(data / "p0.png"), "-o", str(tmp_path / "clean"), "--vae", str(vae_dir),
+               "--adapters", str(out), "--device", "cpu", "--tile", "0", "--no-cleanup", "-q"])
     assert rc == 0
-    assert Image.open(restored).size == (80, 96)
-    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(out), "--vae", str(vae_dir)]) == 2
+    restored = np.asarray(Image.open(tmp_path / "clean" / "p0.png"), dtype=np.float32) / 255
+    sym = SymmetricVAE(build_autoencoder_kl(seed=0))
+    load_adapters(sym, out)
+    expect = restore_page(sym.eval(), np.asarray(Image.open(data / "p0.png")), tile=0)
+    assert restored.shape == (96, 80) and np.abs(restored - expect).max() <= 0.5 / 255 + 1e-5
+    capsys.readouterr()
+    # errors go to stderr with exit status 2
+    assert main(["train-symvae", "--data", str(tmp_path / "none"), "--out", str(out), "--vae", str(vae_dir)]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["train-symvae", "--data", str(data), "--out", str(out), "--vae", str(vae_dir), "--device", "tpu9"]) == 2
+    assert "device: 'tpu9'" in capsys.readouterr().err
+    assert main(["restore", str(data), "-o", str(tmp_path / "x"), "--no-cleanup"]) == 2
+    assert "needs the Symmetric VAE restore" in capsys.readouterr().err
 
 
 def test_crop_sampler_with_pre_aged_pages_crops_them_in_place():

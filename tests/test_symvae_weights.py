@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tiny_models import build_autoencoder_kl
 
 from mdim_core.symvae import SymmetricVAE, load_adapters, save_adapters
-from mdim_core.symvae.tiny import build_autoencoder_kl
 from mdim_core.symvae.weights import FORMAT_VERSION, metadata_for
 
 

@@ -5,7 +5,8 @@
 removal (:class:`ModelSteps`). Pages keep their names (and sub-folders with ``recursive``), their
 DPI and, for 16-bit grayscale PNG/TIFF, their bit depth.
 
-- One bad page (unreadable, truncated, empty, ...) is reported and skipped; the others go on.
+- One bad page (unreadable, truncated, empty, too large for the memory free, ...) is reported and
+  skipped; the others go on.
 - Every output is written atomically (temporary file + ``os.replace``): a killed run or a full disk
   never leaves a half-written page, and pages already written are never touched again.
 - A small manifest (``.mdim_restore.json`` in the output folder) records, for every finished page,
@@ -29,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..imaging import imageio
+from ..imaging import checks, imageio
 from ..restore import cleanup
 from .volume import BatchReport, DiskFullError, Job, check_writable, run_jobs
 
@@ -49,7 +50,8 @@ class ModelSteps:
     """Optional model steps chained after the classical cleanup (each needs its files).
 
     - Symmetric VAE restore: ``vae`` (a diffusers AutoencoderKL folder or an SD VAE .safetensors)
-      and ``adapters`` (the Symmetric VAE adapter .safetensors).
+      and ``adapters`` (the Symmetric VAE adapter .safetensors). ``cleanup=False`` gives it the scan
+      as it is (no classical cleanup first), as MDIM Symmetric VAE Restore does.
     - SGIM text removal: ``model`` (a local diffusers Stable Diffusion folder) and ``masks`` (a
       folder with one mask per page, same file stem, white = remove); pages without a mask skip it.
       With ``adapters`` too, SGIM decodes through the Symmetric VAE.
@@ -66,18 +68,25 @@ class ModelSteps:
     seed: int = 0
     device: str = "auto"
     sgim_options: tuple = ()  # extra SGIMConfig fields as (name, value) pairs, e.g. (("sgi_max_side", 768),)
+    cleanup: bool = True  # the classical cleanup runs first
 
     def __post_init__(self):
         if self.vae and not self.adapters:
             raise ValueError("adapters: the Symmetric VAE restore needs an adapter file with --vae")
         if self.adapters and not (self.vae or self.model):
             raise ValueError("vae: the Symmetric VAE restore needs the base VAE (--vae) its adapters were trained on")
+        if not self.cleanup and not (self.vae and self.adapters):
+            raise ValueError("no-cleanup: skipping the cleanup needs the Symmetric VAE restore (--vae and --adapters)")
         if bool(self.model) != bool(self.masks):
             raise ValueError("model and masks: SGIM text removal needs both --model and --masks")
         for name in ("vae", "adapters", "model", "masks"):
             value = getattr(self, name)
             if value and not Path(value).exists():
                 raise ValueError(f"{name}: {value!r} does not exist")
+        if self.any:  # a wrong device is an error of the command, not of every page
+            from ..device import resolve_device
+
+            resolve_device(self.device)
 
     @property
     def restore(self) -> bool:
@@ -153,11 +162,9 @@ def _load_models(steps: ModelSteps):
     key = steps
     if key in _MODELS:
         return _MODELS[key]
-    import torch
+    from ..device import resolve_device
 
-    device = steps.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(steps.device)
     loaded: dict = {"device": device}
     if steps.restore:
         from ..symvae.base import load_base_vae
@@ -197,16 +204,27 @@ def _sgim_config(steps: ModelSteps):
     return sgim.SGIMConfig(steps=steps.steps, **options)
 
 
+def model_memory_bytes(size: tuple[int, int], steps: ModelSteps) -> int:
+    """Memory the model steps need for a page of ``size`` (H, W), models aside: the Symmetric VAE
+    restore holds a few RGB float32 copies of the page (input, padded input, blended output and its
+    weights, about 56 bytes/px), SGIM the page, its working copy and the mask (about 36 bytes/px)."""
+    per_px = max(56 if steps.restore else 0, 36 if steps.text_removal else 0)
+    return size[0] * size[1] * per_px
+
+
 def _model_steps(clean, page: Path, steps: ModelSteps):
-    """Chain the Symmetric VAE restore and SGIM text removal on a cleaned page [H, W]."""
+    """Chain the Symmetric VAE restore and SGIM text removal on a cleaned page [H, W] (or, with
+    ``steps.cleanup`` off, on the scan as read, which the restore makes a gray page [H, W])."""
     import numpy as np
     import torch
 
+    h, w = clean.shape[:2]
+    checks.require_memory(model_memory_bytes((h, w), steps), f"model steps on {page.name} ({w}x{h} px)")
     models = _load_models(steps)
     if steps.restore:
         from ..symvae.restore import restore_page
 
-        clean = restore_page(models["symvae"], clean, tile=steps.tile)
+        clean = restore_page(models["symvae"], clean, tile=steps.tile, name=page.name)
     if steps.text_removal:
         mask_file = _find_mask(steps.masks, page)
         if mask_file is None:
@@ -226,13 +244,17 @@ def process_page(page: Path, target: Path, settings: cleanup.CleanupSettings,
                  steps: ModelSteps | None = None) -> float:
     """Clean one page file into ``target`` (atomically). Returns the seconds it took.
 
-    Raises ``ValueError`` for a bad page, :class:`DiskFullError` when the disk is full.
+    Raises ``ValueError`` for a bad page, ``MemoryError`` (before the work) for a page too large for
+    the memory free, :class:`DiskFullError` when the disk is full.
     """
     t0 = time.perf_counter()
     src = imageio.read_page(page, keep_uint8=True)  # 8-bit scans stay uint8: 1/4 of the memory
     if src.dpi and not settings.dpi:
         settings = cleanup.CleanupSettings(**{**settings.as_dict(), "dpi": float(src.dpi[0])})
-    clean = cleanup.clean_page(src.pixels, settings, name=page.name)
+    if steps is not None and not steps.cleanup:
+        clean = src.pixels  # the Symmetric VAE restores the scan as it is
+    else:
+        clean = cleanup.clean_page(src.pixels, settings, name=page.name)
     src.pixels = None  # free the scan before the (large) write
     if steps is not None and steps.any:
         clean = _model_steps(clean, page, steps)

@@ -5,7 +5,8 @@ Pairs files by name (the stem: ``page_01.png`` in OUTPUTS with ``page_01.*`` in 
 (``--screentone DIR``, same naming, white = screentone) restricts the tone-fidelity tiles; without
 it the tiles where the truth shows a clear halftone peak count. Prints a table of every metric per
 image and the mean over images (``nan`` entries are left out of the mean); ``--json FILE`` also
-writes the numbers. Exit status 1 when a file cannot be paired or read.
+writes the numbers. Exit status 1 when a file cannot be paired or read, or a page is too large for
+the memory free.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.metrics import METRIC_NAMES, evaluate_pair
-from ..imaging import imageio
+from ..imaging import checks, imageio
 
 HELP = "Score a folder of output pages against ground truth (PSNR, SSIM, seams, screentone, ...)."
 
@@ -100,6 +101,8 @@ def evaluate_folders(outputs, truth, masks=None, screentone=None, tile: int = 64
         if out.shape[:2] != ref.shape[:2]:
             raise ValueError(f"{path.name}: output is {out.shape[1]}x{out.shape[0]} px but its truth "
                              f"{truths[stem].name} is {ref.shape[1]}x{ref.shape[0]} px")
+        h, w, c = out.shape
+        checks.require_memory(h * w * (32 + 4 * c), f"scoring {path.name} ({w}x{h} px)")  # measured: 29 + 4c
         mask = st = None
         if mask_idx is not None:
             mp = _find(mask_idx, stem)
@@ -118,7 +121,7 @@ def evaluate_folders(outputs, truth, masks=None, screentone=None, tile: int = 64
 def run(args: argparse.Namespace) -> int:
     try:
         rows = evaluate_folders(args.outputs, args.truth, args.masks, args.screentone, tile=args.tile)
-    except ValueError as exc:
+    except (ValueError, MemoryError) as exc:
         print(f"[MDIM] eval: {exc}", file=sys.stderr)
         return 1
     mean = mean_row(rows)

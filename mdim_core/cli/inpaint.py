@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 DEFAULT_PROMPT = "manga, manga style, comic, monochrome"
@@ -54,37 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device: {name!r} is not a torch device ({exc})") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..imaging import imageio
+    from ..device import resolve_device
+    from ..imaging import checks, imageio
     from ..inpaint import diffusers_host, sgim
 
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     config = sgim.SGIMConfig(
         steps=args.steps,
         fri_steps=args.fri_steps,
@@ -99,10 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         limit_to_panel=args.limit_to_panel,
     )
     page = imageio.read_page(args.page)
+    channels = page.pixels.shape[2]
+    checks.require_memory(page.width * page.height * (12 * channels + 16),  # page copies, mask, output
+                          f"inpainting {args.page} ({page.width}x{page.height} px)")
     mask_pixels = imageio.read_page(args.mask).pixels
     image = torch.from_numpy(page.pixels)[None]  # [1, H, W, C]
     mask = torch.from_numpy(mask_pixels.mean(axis=-1))[None]  # [1, h, w]
-    device = _device(args.device)
+    device = resolve_device(args.device)
     dtype = torch.float16 if args.fp16 else torch.float32
     bar = None if args.quiet else tqdm(total=1, unit="step", desc="SGIM", dynamic_ncols=True)
 

@@ -100,12 +100,12 @@ def _jobs(args) -> list[tuple[Path, Path, Path]]:
 
 def _load(args):
     from ..inpaint import lama
-    from .inpaint import _device
+    from ..device import resolve_device
 
     config = lama.LamaConfig(max_side=args.max_side, context_margin=args.context_margin, grow_mask=args.grow_mask,
                              precision=args.precision)  # fmt: skip
     model = lama.load_lama(args.model)
-    model.module.to(_device(args.device))
+    model.module.to(resolve_device(args.device))
     if args.precision == "bf16" and model.device.type == "cpu":
         logging.getLogger("MDIM").warning("[MDIM] lama-fill: bf16 on the CPU is usually slower than fp32")
     return model, config

@@ -4,7 +4,8 @@ IN is a page or a folder of pages (PNG, JPEG, TIFF, WebP; 8/16-bit; grayscale, R
 Every page is cleaned (yellowing, uneven light and stains divided out, scanner blur undone, the MDIM
 thesis levels) and written to OUT with its name and DPI. Needs no model. Re-running the same
 command skips finished pages; a bad page is reported and skipped. With model files, the Symmetric
-VAE restore (--vae + --adapters) and SGIM text removal (--model + --masks) follow the cleanup.
+VAE restore (--vae + --adapters; with --no-cleanup on the scans as they are) and SGIM text removal
+(--model + --masks) follow the cleanup.
 
 Exit status: 0 all pages done, 1 some pages failed (listed), 2 bad arguments, 3 stopped early
 (full disk: free space and re-run to resume).
@@ -48,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--vae", default=None, help="base VAE for the Symmetric VAE restore (diffusers folder or .safetensors)")
     m.add_argument("--adapters", default=None, help="Symmetric VAE adapter file (.safetensors)")
     m.add_argument("--tile", type=int, default=512, help="Symmetric VAE tile size in px (default: %(default)s)")
+    m.add_argument("--no-cleanup", action="store_true",
+                   help="with --vae/--adapters: restore the scans as they are, without the classical cleanup first")
     m.add_argument("--model", default=None, help="local diffusers Stable Diffusion folder for SGIM text removal")
     m.add_argument("--masks", default=None, help="folder of masks named like the pages (white = remove text)")
     m.add_argument("--seed", type=int, default=0, help="SGIM seed (default: %(default)s)")
@@ -58,24 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        settings = cleanup.CleanupSettings(
-            gray=args.gray, background=not args.no_background, levels=args.levels,
-            black_point=args.black_point, white_point=args.white_point, sharpen=args.sharpen,
-            adaptive_sharpen=not args.fixed_sharpen,
-            sharpen_radius=args.sharpen_radius, despeckle=args.despeckle, bleed_through=args.bleed_through,
-            deskew=args.deskew, max_skew=args.max_skew,
-        )
-        steps = None
-        if args.vae or args.adapters or args.model or args.masks:
-            steps = batch.ModelSteps(vae=args.vae, adapters=args.adapters, tile=args.tile, model=args.model,
-                                     masks=args.masks, seed=args.seed, device=args.device, steps=args.sgim_steps,
-                                     sgim_options=(("sgi_max_side", args.sgi_max_side),))
-        report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
-                                 recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = cleanup.CleanupSettings(
+        gray=args.gray, background=not args.no_background, levels=args.levels,
+        black_point=args.black_point, white_point=args.white_point, sharpen=args.sharpen,
+        adaptive_sharpen=not args.fixed_sharpen,
+        sharpen_radius=args.sharpen_radius, despeckle=args.despeckle, bleed_through=args.bleed_through,
+        deskew=args.deskew, max_skew=args.max_skew,
+    )
+    steps = None
+    if args.vae or args.adapters or args.model or args.masks or args.no_cleanup:
+        steps = batch.ModelSteps(vae=args.vae, adapters=args.adapters, tile=args.tile, model=args.model,
+                                 cleanup=not args.no_cleanup,
+                                 masks=args.masks, seed=args.seed, device=args.device, steps=args.sgim_steps,
+                                 sgim_options=(("sgi_max_side", args.sgi_max_side),))
+    report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
+                             recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
     parts = [f"{len(report.done)} page(s) restored"]
     if report.skipped:
         parts.append(f"{len(report.skipped)} already done (skipped)")

@@ -256,7 +256,7 @@ def run_jobs(
                               f"to go on.")
             return False
         except Exception as exc:  # one bad page never stops the volume
-            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, (ValueError, OSError, MemoryError)) and str(exc) else f"{type(exc).__name__}: {exc}"
             report.failed.append((job.rel, message))
             log.warning("[MDIM] %s skipped: %s", job.rel, message)
         else:

@@ -64,6 +64,18 @@ def _pair(output, truth):
     return a, b
 
 
+def _pair_region(output, truth, mask, region: str):
+    """(output, truth, mask, index of ``region``: 0 all, 1 in, 2 out) for the region metrics."""
+    a, b = _pair(output, truth)
+    m = _mask(mask, a.shape)
+    idx = {"all": 0, "in": 1, "out": 2}.get(region)
+    if idx is None:
+        raise ValueError(f"region must be 'all', 'in' or 'out', got {region!r}")
+    if idx and m is None:
+        raise ValueError("mask is required for region 'in' or 'out'")
+    return a, b, m, idx
+
+
 def _mask(mask, shape, name="mask"):
     if mask is None:
         return None
@@ -122,13 +134,7 @@ def psnr(output, truth, mask=None, region: str = "all") -> float:
 
     Identical images give ``inf``; an empty region gives ``nan``.
     """
-    a, b = _pair(output, truth)
-    m = _mask(mask, a.shape)
-    idx = {"all": 0, "in": 1, "out": 2}.get(region)
-    if idx is None:
-        raise ValueError(f"region must be 'all', 'in' or 'out', got {region!r}")
-    if idx and m is None:
-        raise ValueError("mask is required for region 'in' or 'out'")
+    a, b, m, idx = _pair_region(output, truth, mask, region)
     tot, cnt = _sq_err_sums(a, b, m)
     return _psnr_from(tot[idx], cnt[idx])
 
@@ -190,13 +196,7 @@ def _ssim_all(a, b, m):
 
 def ssim(output, truth, mask=None, region: str = "all") -> float:
     """Mean SSIM over ``region`` = ``"all"`` (without the 5-px border), ``"in"`` or ``"out"``."""
-    a, b = _pair(output, truth)
-    m = _mask(mask, a.shape)
-    idx = {"all": 0, "in": 1, "out": 2}.get(region)
-    if idx is None:
-        raise ValueError(f"region must be 'all', 'in' or 'out', got {region!r}")
-    if idx and m is None:
-        raise ValueError("mask is required for region 'in' or 'out'")
+    a, b, m, idx = _pair_region(output, truth, mask, region)
     if min(a.shape) < 2 * _SSIM_PAD + 1:
         raise ValueError(f"images must be at least {2 * _SSIM_PAD + 1} px on each side for SSIM, got {a.shape}")
     return float(_ssim_all(a, b, m)[idx])

@@ -6,6 +6,8 @@ nothing fails later from deep inside a library.
 
 - :func:`image_batch`: torch/numpy ``[B, H, W, C]`` (C = 1, 3 or 4) float pixels, finite -> torch.
 - :func:`page_array`: numpy ``[H, W]`` / ``[H, W, C]`` float (0..1) or uint8 (0..255) -> ``[H, W, C]``.
+- :func:`float_pixels`: float32 0..1 from float or uint8 pixels (for pages kept uint8 and converted
+  piece by piece).
 - :func:`require_memory`: refuse work that would not fit in the memory free now, before allocating it.
 """
 
@@ -22,11 +24,14 @@ log = logging.getLogger("MDIM")
 CHANNELS = (1, 3, 4)
 
 
-def image_batch(image, name: str = "image", *, rgb: bool = False, min_side: int = 1) -> torch.Tensor:
+def image_batch(
+    image, name: str = "image", *, rgb: bool = False, min_side: int = 1, single: bool = False
+) -> torch.Tensor:
     """A batch of images as a torch tensor ``[B, H, W, C]`` with C = 1 or 3 (alpha dropped, logged).
 
     Accepts torch tensors and numpy arrays of floats. ``rgb``: grayscale is expanded to 3 channels
-    (a view). ``min_side``: the smallest height and width accepted. NaN or infinite values are refused.
+    (a view). ``min_side``: the smallest height and width accepted. ``single``: one image
+    ``[H, W, C]`` is accepted too (a batch of 1). NaN or infinite values are refused.
     The result is the input itself or a view of it: never write into it.
     """
     if isinstance(image, np.ndarray):
@@ -34,8 +39,11 @@ def image_batch(image, name: str = "image", *, rgb: bool = False, min_side: int 
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name}: expected an image batch [B, H, W, C] (torch tensor or numpy array), "
                         f"got {type(image).__name__}")
+    if single and image.ndim == 3:
+        image = image[None]
     if image.ndim != 4 or image.shape[-1] not in CHANNELS:
-        raise ValueError(f"{name}: expected shape [B, H, W, C] with C = 1, 3 or 4, got {tuple(image.shape)}")
+        shapes = "[B, H, W, C] or [H, W, C]" if single else "[B, H, W, C]"
+        raise ValueError(f"{name}: expected shape {shapes} with C = 1, 3 or 4, got {tuple(image.shape)}")
     if min(image.shape[:3]) < 1:
         raise ValueError(f"{name}: empty image batch {tuple(image.shape)}")
     if min(image.shape[1:3]) < min_side:
@@ -55,11 +63,12 @@ def image_batch(image, name: str = "image", *, rgb: bool = False, min_side: int 
     return image
 
 
-def page_array(image, name: str = "image", *, keep_uint8: bool = False) -> np.ndarray:
+def page_array(image, name: str = "image", *, keep_uint8: bool = False, finite: bool = False) -> np.ndarray:
     """One page as numpy ``[H, W, C]`` (C = 1, 3 or 4): float32 in 0..1, or uint8 with ``keep_uint8``.
 
-    Accepts ``[H, W]`` and ``[H, W, C]`` arrays of floats (0..1) or uint8 (0..255). A view when no
-    conversion is needed: never write into it.
+    Accepts ``[H, W]`` and ``[H, W, C]`` arrays of floats (0..1) or uint8 (0..255). ``finite``:
+    NaN or infinite values are refused (one float64 sum over the page, no page-sized mask). A view
+    when no conversion is needed: never write into it.
     """
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
@@ -70,10 +79,20 @@ def page_array(image, name: str = "image", *, keep_uint8: bool = False) -> np.nd
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"{name}: empty page (zero-size image), shape {image.shape}")
     if image.dtype == np.uint8:
-        return image if keep_uint8 else image.astype(np.float32) * np.float32(1 / 255)
+        return image if keep_uint8 else float_pixels(image)
     if image.dtype.kind != "f":
         raise ValueError(f"{name}: expected float (0..1) or uint8 (0..255) pixels, got dtype {image.dtype}")
+    if finite and not np.isfinite(image.sum(dtype=np.float64)):
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
     return image.astype(np.float32, copy=False)
+
+
+def float_pixels(pixels: np.ndarray) -> np.ndarray:
+    """float32 in 0..1 from uint8 (0..255) or float pixels (a view when already float32)."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) * np.float32(1 / 255)
+    return pixels.astype(np.float32, copy=False)
 
 
 def available_memory() -> int | None:
@@ -106,6 +125,13 @@ def require_memory(nbytes: int, what: str, *, available: int | None = None) -> N
     free = available_memory() if available is None else available
     if free is not None and nbytes > free:
         raise MemoryError(
-            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is free; "
+            f"{what} needs about {_amount(nbytes)} of memory but only {_amount(free)} is free; "
             f"close other programs, or work on a smaller page"
         )
+
+
+def _amount(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"

@@ -83,8 +83,15 @@ def merge_boxes(boxes: list[Box]) -> list[Box]:
     return sorted(out)
 
 
-def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis: (start, end, core_start, core_end); cores partition [0, length)."""
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping windows of at most ``tile`` covering ``[0, length)``, evenly spread.
+
+    Returns ``(start, end, core_start, core_end)`` per window: neighbours overlap by at least
+    ``overlap``, and the cores (each window cut at the middle of its overlaps) partition
+    ``[0, length)``. One window ``(0, length, 0, length)`` when ``length <= tile``.
+    """
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"tile: expected tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     if length <= tile:
         return [(0, length, 0, length)]
     n = math.ceil((length - overlap) / (tile - overlap))
@@ -97,15 +104,13 @@ def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, in
 def tile_boxes(size: tuple[int, int], tile: int, overlap: int) -> list[tuple[Box, Box]]:
     """Overlapping tiles of at most ``tile`` x ``tile`` covering ``size``, in raster order.
 
-    Returns ``(tile_box, core_box)`` pairs: neighbouring tiles overlap by at least
-    ``overlap`` pixels, and the cores (each tile cut at the middle of its overlaps) partition
-    the area exactly, so every pixel is taken from exactly one tile, away from its edges.
+    Returns ``(tile_box, core_box)`` pairs (the spans of :func:`tile_spans` along both axes):
+    neighbouring tiles overlap by at least ``overlap`` pixels, and the cores partition the area
+    exactly, so every pixel is taken from exactly one tile, away from its edges.
     """
-    if tile < 1 or not 0 <= overlap < tile:
-        raise ValueError(f"tile: expected tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
     out = []
-    for ys, ye, cys, cye in _spans(size[0], tile, overlap):
-        for xs, xe, cxs, cxe in _spans(size[1], tile, overlap):
+    for ys, ye, cys, cye in tile_spans(size[0], tile, overlap):
+        for xs, xe, cxs, cxe in tile_spans(size[1], tile, overlap):
             out.append(((ys, xs, ye, xe), (cys, cxs, cye, cxe)))
     return out
 
@@ -185,12 +190,17 @@ def pad_image(image: torch.Tensor, multiple: int, mode: PadMode = "replicate") -
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def pad_mask(mask: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad ``[B, H, W]`` at the bottom and right with 0 (known) to multiples of ``multiple``."""
+def pad_mask(mask: torch.Tensor, multiple: int, mode: Literal["zero", "replicate"] = "zero") -> torch.Tensor:
+    """Pad ``[B, H, W]`` at the bottom and right to multiples of ``multiple``: with 0 (known), or with
+    ``"replicate"`` by continuing the edge (a mask touching the border stays whole in its latent cells)."""
     h, w = mask.shape[1:3]
     th, tw = padded_size((h, w), multiple)
     if (th, tw) == (h, w):
         return mask
+    if mode == "replicate":
+        return pad_image(mask[..., None], multiple)[..., 0]
+    if mode != "zero":
+        raise ValueError(f"mode: expected 'zero' or 'replicate', got {mode!r}")
     return F.pad(mask, (0, tw - w, 0, th - h), value=0.0)
 
 

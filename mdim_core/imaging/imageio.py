@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from . import checks
+
 log = logging.getLogger("MDIM")
 
 #: File extensions read when a folder is given, and the Pillow format written for each.
@@ -142,6 +144,21 @@ def _to_array(im: Image.Image, name: str, keep_uint8: bool = False) -> tuple[np.
     return arr.astype(np.float32) * np.float32(1.0 / 255.0), 8
 
 
+def decode_bytes(mode: str, width: int, height: int, keep_uint8: bool = False) -> int:
+    """Memory :func:`read_page` needs for a ``width`` x ``height`` file of Pillow ``mode``: the decoded
+    samples, one colour conversion (palette, CMYK, alpha), and the pixels it returns (float32, made
+    from a temporary of the same size; uint8 with ``keep_uint8`` for 8-bit files)."""
+    px = width * height
+    sample = 2 if mode.startswith("I;16") else (4 if mode in ("I", "F") else 1)
+    try:
+        bands = Image.getmodebands(mode)
+    except (KeyError, ValueError):  # a mode this Pillow does not name: assume four bands
+        bands = 4
+    out_channels = 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else 3
+    out = out_channels * (1 if keep_uint8 and sample == 1 else 8)
+    return px * (bands * sample + 3 + out)
+
+
 def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, keep_uint8: bool = False) -> Page:
     """Read one page file. See the module docstring for what is accepted.
 
@@ -149,7 +166,8 @@ def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, keep_uint8:
     memory for large pages (16-bit and float files are float32 either way).
 
     Raises ``ValueError`` naming ``path`` when it is missing, empty, not an image, truncated,
-    has a zero width or height, or has more than ``max_pixels`` pixels.
+    has a zero width or height, or has more than ``max_pixels`` pixels, and ``MemoryError`` (with
+    the size and the memory free) before decoding a page that would not fit in memory.
     """
     path = Path(path)
     name = str(path)
@@ -178,6 +196,7 @@ def read_page(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, keep_uint8:
                 f"page file {name!r} has {width}x{height} = {width * height} px, more than the "
                 f"{max_pixels} px accepted (max_pixels)"
             )
+        checks.require_memory(decode_bytes(im.mode, width, height, keep_uint8), f"reading {name!r} ({width}x{height} px)")
         fmt = im.format or path.suffix.lstrip(".").upper()
         dpi = _clean_dpi(im.info.get("dpi"))
         try:

@@ -32,13 +32,15 @@ def normalize_mask(
     batch: int,
     size: tuple[int, int],
     name: str = "mask",
+    resize: bool = True,
 ) -> torch.Tensor:
     """Bring a user mask to ``[batch, H, W]`` float32 (bool stays bool) on the CPU, values in 0..1.
 
     Accepts ``[H, W]``, ``[B, H, W]`` and ``[B, H, W, 1]`` (torch or numpy, bool, integer
     0/1 or 0/255 is not guessed: integers must be 0/1, floats 0..1). A batch of 1 is
     broadcast to ``batch``; any other batch mismatch is an error. A mask of a different
-    size than ``size`` is resized (bilinear, antialiased when shrinking) and logged.
+    size than ``size`` is resized (bilinear, antialiased when shrinking) and logged, or refused
+    with ``resize=False``.
     """
     mask = _as_tensor(mask, name)
     if mask.ndim == 4 and mask.shape[-1] == 1:
@@ -67,6 +69,10 @@ def normalize_mask(
             )
         mask = mask.expand(batch, -1, -1)
     if tuple(mask.shape[1:]) != tuple(size):
+        if not resize:
+            raise ValueError(
+                f"{name}: size {mask.shape[2]}x{mask.shape[1]} does not match the image size {size[1]}x{size[0]}"
+            )
         mask = mask.float()
         log.info("[MDIM] %s: resized from %dx%d to the image size %dx%d", name, mask.shape[2], mask.shape[1], size[1], size[0])
         mask = resize_mask(mask, size)
@@ -83,14 +89,6 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     else:
         out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=th < h or tw < w)
     return out[:, 0].clamp(0.0, 1.0)
-
-
-def snap_near_binary(mask: torch.Tensor, tolerance: float = 0.05) -> torch.Tensor:
-    """Snap values within ``tolerance`` of 0 or 1 to exactly 0 or 1 (JPEG masks store 0.98, 0.02)."""
-    out = mask.clone()
-    out[out <= tolerance] = 0.0
-    out[out >= 1.0 - tolerance] = 1.0
-    return out
 
 
 def binarize(mask: torch.Tensor, threshold: float = 0.5, dtype: torch.dtype = torch.float32) -> torch.Tensor:

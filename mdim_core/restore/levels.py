@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imaging import checks
+
 __all__ = [
     "to_grayscale",
     "auto_contrast",
@@ -28,23 +30,13 @@ __all__ = [
 # ITU-R BT.601 luma, the weights PIL's "L" conversion and OpenCV's RGB2GRAY use.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+#: Pages whose values span less than this (one step of a 16-bit scan) are flat: the difference is
+#: float rounding (a blank page after the background is divided out is 1.0 give or take 1e-7), and
+#: stretching it to 0..1 would turn a blank page black.
+FLAT_SPAN = 1.0 / 65535.0
+
 # Rows processed at once when a page is large: keeps float temporaries small on 600-dpi scans.
 _ROWS_PER_CHUNK = 1024
-
-
-def _as_float_page(image: np.ndarray, name: str) -> np.ndarray:
-    """Validate a page array and return it as float32 in 0..1 (a view when already float32)."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{name} must have shape [H, W] or [H, W, C] with C in 1, 3, 4; got {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty; got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
-    if image.dtype.kind == "f":
-        return image.astype(np.float32, copy=False)
-    raise ValueError(f"{name} must be float (0..1) or uint8 (0..255); got dtype {image.dtype}")
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:
@@ -55,9 +47,7 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
 
 def _gray_view(image: np.ndarray, name: str) -> np.ndarray:
     """Like :func:`to_grayscale`, but may return a view of ``image`` (never write into it)."""
-    img = _as_float_page(image, name)
-    if img.ndim == 2:
-        return img
+    img = checks.page_array(image, name)
     if img.shape[2] == 1:
         return img[:, :, 0]
     out = np.empty(img.shape[:2], dtype=np.float32)
@@ -73,7 +63,7 @@ def auto_contrast(gray: np.ndarray, clip: float = 0.0) -> np.ndarray:
 
     ``clip`` (a fraction in 0..0.5) ignores that share of the darkest and of the brightest pixels,
     like PIL's ``ImageOps.autocontrast(cutoff=...)``; 0 uses the true minimum and maximum. A flat
-    page (all pixels equal) is returned unchanged.
+    page (values within :data:`FLAT_SPAN` of each other) is returned unchanged.
     """
     g = _gray_view(gray, "gray")
     if not 0.0 <= clip < 0.5:
@@ -83,7 +73,7 @@ def auto_contrast(gray: np.ndarray, clip: float = 0.0) -> np.ndarray:
     else:
         lo, hi = g.min(), g.max()
     lo, hi = float(lo), float(hi)
-    if hi <= lo:
+    if hi - lo <= FLAT_SPAN:
         return np.array(g, dtype=np.float32, copy=True)
     return _affine_clip(g, lo, hi)
 

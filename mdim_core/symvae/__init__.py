@@ -3,7 +3,8 @@
 See :mod:`mdim_core.symvae.model` for the Python API (``SymmetricVAE.decode(latent,
 source, mask)`` is what the SGIM engine and the ComfyUI nodes call) and
 :mod:`mdim_core.symvae.weights` for the adapter file format. Training:
-``python -m mdim_core.symvae train --help``.
+``python -m mdim_core train-symvae --help``; restoring scans: ``python -m mdim_core restore
+--vae ... --adapters ...``.
 """
 
 from .layout import DiffusersLayout, LDMLayout, VAELayout, detect_layout

@@ -40,6 +40,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..imaging import checks, geometry, masks
 from .layout import VAELayout, detect_layout
 
 log = logging.getLogger("MDIM")
@@ -77,42 +78,6 @@ class Adapter(torch.nn.Module):
 def default_hidden(tap_channels: list[int]) -> list[int]:
     """Adapter widths: half the tap width, at most 64 (small next to the decoder)."""
     return [max(8, min(64, c // 2)) for c in tap_channels]
-
-
-def _as_bhwc(image: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch tensor [B,H,W,C] in 0..1, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{name}: expected [B,H,W,C] with C in 1/3/4, got shape {tuple(image.shape)}")
-    if image.shape[1] < 8 or image.shape[2] < 8:
-        raise ValueError(f"{name}: image must be at least 8x8 pixels, got {tuple(image.shape[1:3])}")
-    if not torch.isfinite(image).all():
-        bad = int((~torch.isfinite(image)).sum())
-        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in 0..1")
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, -1, 3)
-    elif image.shape[-1] == 4:
-        log.info("[MDIM] %s: alpha channel dropped", name)
-        image = image[..., :3]
-    return image
-
-
-def _as_mask(mask: torch.Tensor, batch: int, height: int, width: int, name: str = "mask") -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch tensor [B,H,W], got {type(mask).__name__}")
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.ndim == 4 and mask.shape[-1] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 3:
-        raise ValueError(f"{name}: expected [H,W] or [B,H,W], got shape {tuple(mask.shape)}")
-    if mask.shape[0] not in (1, batch):
-        raise ValueError(f"{name}: batch {mask.shape[0]} does not match the image batch {batch} (expected 1 or {batch})")
-    if tuple(mask.shape[1:]) != (height, width):
-        raise ValueError(f"{name}: size {tuple(mask.shape[1:])} does not match the image size {(height, width)}")
-    return mask.expand(batch, -1, -1)
 
 
 class SymmetricVAE(torch.nn.Module):
@@ -277,7 +242,7 @@ class SymmetricVAE(torch.nn.Module):
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Raw latent of ``image`` ([B,H,W,C] 0..1, H and W multiples of 8) under the base VAE."""
-        image = _as_bhwc(image, "image")
+        image = checks.image_batch(image, "image", rgb=True, single=True)
         self._check_multiple(image, "image")
         device, dtype = self._sync()
         x = image.movedim(-1, 1).to(device=device, dtype=dtype) * 2.0 - 1.0
@@ -322,7 +287,7 @@ class SymmetricVAE(torch.nn.Module):
         f = self.downscale
         H, W = h * f, w * f
         if source is not None:
-            source = _as_bhwc(source, "source")
+            source = checks.image_batch(source, "source", rgb=True, single=True)
             if tuple(source.shape[1:3]) != (H, W):
                 raise ValueError(
                     f"source: size {tuple(source.shape[1:3])} does not match the latent, which decodes to "
@@ -332,7 +297,7 @@ class SymmetricVAE(torch.nn.Module):
                 raise ValueError(f"source: batch {source.shape[0]} does not match the latent batch {b}")
             source = source.expand(b, -1, -1, -1)
             if mask is not None:
-                mask = _as_mask(mask, b, H, W)
+                mask = masks.normalize_mask(mask, batch=b, size=(H, W), name="mask", resize=False)
         elif mask is not None:
             raise ValueError("mask: given without a source image; the mask gates the source's features")
         device, dtype = self._sync()
@@ -343,7 +308,14 @@ class SymmetricVAE(torch.nn.Module):
             if progress is not None:
                 progress(1, 1)
         else:
-            out = self._decode_tiled(latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype, progress)
+
+            def run(y0, y1, x0, x1):
+                box = (slice(None), slice(y0 * f, y1 * f), slice(x0 * f, x1 * f))
+                src = None if source is None else source[box]
+                msk = None if mask is None else mask[box]
+                return self._decode_one(latent[:, :, y0:y1, x0:x1], src, msk, fill, gate_dilation, device, dtype)
+
+            out = self._tiled(b, h, w, tile, overlap, run, progress)
         return out.to(out_device)
 
     def _tile_size(self, H: int, W: int, tile: int | None) -> int | None:
@@ -372,19 +344,20 @@ class SymmetricVAE(torch.nn.Module):
             y = self.skip_decode(z, x, gates)
         return ((y.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
-    def _decode_tiled(self, latent, source, mask, fill, gate_dilation, tile, overlap, device, dtype, progress=None):
+    def _tiled(self, batch: int, h: int, w: int, tile: int, overlap: int, run, progress: Progress | None = None):
+        """Run ``run(y0, y1, x0, x1)`` (a box of latent cells -> its image ``[batch, 8 dy, 8 dx, 3]``)
+        over overlapping tiles of ``tile`` px covering ``h`` x ``w`` latent cells, and blend them:
+        linear ramps across each overlap, divided by their sum, so every pixel's weights add up to 1
+        and a tile's pixels that no neighbour covers are its own exactly."""
         f = self.downscale
-        b, _, h, w = latent.shape
         lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
-        out = torch.zeros(b, h * f, w * f, 3)
+        out = torch.zeros(batch, h * f, w * f, 3)
         weight = torch.zeros(1, h * f, w * f, 1)
-        ys, xs = _spans(h, lt, lo), _spans(w, lt, lo)
+        ys, xs = geometry.tile_spans(h, lt, lo), geometry.tile_spans(w, lt, lo)
         total, done = len(ys) * len(xs), 0
-        for y0, y1 in ys:
-            for x0, x1 in xs:
-                src = None if source is None else source[:, y0 * f : y1 * f, x0 * f : x1 * f]
-                msk = None if mask is None else mask[:, y0 * f : y1 * f, x0 * f : x1 * f]
-                part = self._decode_one(latent[:, :, y0:y1, x0:x1], src, msk, fill, gate_dilation, device, dtype)
+        for y0, y1, _, _ in ys:
+            for x0, x1, _, _ in xs:
+                part = run(y0, y1, x0, x1)
                 ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
                 out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
                 weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
@@ -404,44 +377,25 @@ class SymmetricVAE(torch.nn.Module):
     ) -> torch.Tensor:
         """Old scan -> clean page: encode and decode with the scan's own skip features.
 
-        Any size: the page is padded (edge replicate) to a multiple of 8 and cropped back.
+        Any size (1x1 up): the page is padded (edge replicate) to a multiple of 8 and cropped back.
         Large pages run in overlapping tiles. Returns [B,H,W,3] float32 in 0..1.
         ``progress(done, total)`` is called after every tile (see :meth:`decode`).
         """
-        image = _as_bhwc(image, "image")
+        image = checks.image_batch(image, "image", rgb=True, single=True)
         b, H, W, _ = image.shape
         f = self.downscale
-        ph, pw = (-H) % f, (-W) % f
-        x = image
-        if ph or pw:
-            x = F.pad(image.movedim(-1, 1), (0, pw, 0, ph), mode="replicate").movedim(1, -1)
+        x = geometry.pad_image(image, f)  # edge replicate
+
+        def run(y0, y1, x0, x1):
+            part = x[:, y0 * f : y1 * f, x0 * f : x1 * f]
+            return self.decode(self.encode(part), source=part, tile=0)
+
         tile = self._tile_size(x.shape[1], x.shape[2], tile)
         if tile is None or (x.shape[1] <= tile and x.shape[2] <= tile):
             out = self.decode(self.encode(x), source=x, tile=0, progress=progress)
         else:
-            out = self._restore_tiled(x, tile, overlap, progress)
+            out = self._tiled(b, x.shape[1] // f, x.shape[2] // f, tile, overlap, run, progress)
         return out[:, :H, :W].to(image.device)
-
-    def _restore_tiled(self, x: torch.Tensor, tile: int, overlap: int, progress: Progress | None = None) -> torch.Tensor:
-        f = self.downscale
-        b, H, W, _ = x.shape
-        lt, lo = tile // f, max(0, min(overlap // f, tile // f // 2))
-        h, w = H // f, W // f
-        out = torch.zeros(b, H, W, 3)
-        weight = torch.zeros(1, H, W, 1)
-        ys, xs = _spans(h, lt, lo), _spans(w, lt, lo)
-        total, done = len(ys) * len(xs), 0
-        for y0, y1 in ys:
-            for x0, x1 in xs:
-                part_in = x[:, y0 * f : y1 * f, x0 * f : x1 * f]
-                part = self.decode(self.encode(part_in), source=part_in, tile=0)
-                ramp = _ramp((y1 - y0) * f, (x1 - x0) * f, lo * f, y0 > 0, y1 < h, x0 > 0, x1 < w)
-                out[:, y0 * f : y1 * f, x0 * f : x1 * f] += part.cpu() * ramp
-                weight[:, y0 * f : y1 * f, x0 * f : x1 * f] += ramp
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        return out / weight
 
 
 def _shortcut_renames(block: torch.nn.Module) -> dict[str, str]:
@@ -456,16 +410,6 @@ def _shortcut_renames(block: torch.nn.Module) -> dict[str, str]:
             k = conv.kernel_size[0] if isinstance(conv.kernel_size, tuple) else conv.kernel_size
             return {attr: "nin_shortcut" if k == 1 else "conv_shortcut"}
     return {}
-
-
-def _spans(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
-    """Start/end of overlapping windows of ``size`` covering 0..n (the last one flush right)."""
-    if n <= size:
-        return [(0, n)]
-    step = size - overlap
-    count = math.ceil((n - size) / step) + 1
-    starts = sorted({min(i * step, n - size) for i in range(count)})
-    return [(s, s + size) for s in starts]
 
 
 def _ramp(th: int, tw: int, band: int, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:

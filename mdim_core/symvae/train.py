@@ -1,4 +1,4 @@
-"""Train Symmetric VAE adapters for restoration: ``python -m mdim_core.symvae train ...``.
+"""Train Symmetric VAE adapters for restoration (the ``train-symvae`` command runs :func:`train`).
 
 Data: a folder of clean page scans (any size, grayscale or colour). Each step takes random crops;
 the input is the crop aged by :mod:`mdim_core.synth.aging` (yellowing, stains, grain, bleed-through,
@@ -18,7 +18,6 @@ safetensors next to the output; rerunning the same command continues from it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from ..restore.levels import prepare_ground_truth, to_grayscale
 from ..synth.aging import age_page
 from .model import SymmetricVAE
@@ -238,7 +238,7 @@ def train(
     out: str | os.PathLike,
     *,
     checkpoint: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu",  # or "auto", "cuda", ... (see mdim_core.device)
     progress: bool = True,
     extra_meta: dict | None = None,
     aged: list[list[np.ndarray]] | None = None,
@@ -246,7 +246,7 @@ def train(
     """Train the adapters of ``sym`` on ``pages``; writes the adapter file ``out``. Returns a summary."""
     from tqdm import tqdm
 
-    device = torch.device(device)
+    device = resolve_device(device)
     out = Path(out)
     ckpt = Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.safetensors")
     base = sym.base
@@ -290,74 +290,3 @@ def train(
     save_adapters(sym, out, train=summary)
     save_checkpoint(ckpt, sym, opt, cfg.steps, cfg)
     return summary
-
-
-# --- command line -----------------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument("--data", required=True, help="folder of clean page scans (PNG/JPEG/TIFF/WebP, any size)")
-    p.add_argument("--out", required=True, help="adapter file to write (.safetensors), e.g. models/mdim/page.safetensors")
-    p.add_argument("--vae", required=True, help="base VAE: a diffusers AutoencoderKL folder or an SD VAE .safetensors")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"total optimisation steps (default {d.steps})")
-    p.add_argument("--batch", type=int, default=d.batch, help=f"crops per step (default {d.batch})")
-    p.add_argument("--crop", type=int, default=d.crop, help=f"crop side in px, multiple of 8 (default {d.crop})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--edge-weight", type=float, default=d.edge_weight, help="weight of the Sobel-gradient L1 term")
-    p.add_argument("--freq-weight", type=float, default=d.freq_weight, help="weight of the log-FFT-magnitude L1 term")
-    p.add_argument("--clean-fraction", type=float, default=d.clean_fraction, help="share of crops left un-aged")
-    p.add_argument("--mask-fraction", type=float, default=d.mask_fraction, help="share of crops with a gated hole")
-    p.add_argument("--dpi", type=float, default=d.dpi, help="resolution of the data (scales the aging effects)")
-    p.add_argument("--hidden", type=int, nargs="+", default=None, help="adapter widths per level (default: auto)")
-    p.add_argument("--seed", type=int, default=d.seed, help="data seed (a run is reproducible from it)")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint interval in steps")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: OUT with .ckpt.safetensors)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--max-pages", type=int, default=0, help="use at most this many pages (0 = all)")
-    p.add_argument("--train-decoder", action="store_true",
-                   help="also fine-tune a copy of the decoder's full-resolution blocks (stored in the adapter file)")
-
-
-def read_pages(folder: str | os.PathLike, max_pages: int = 0) -> list[np.ndarray]:
-    from ..imaging.imageio import is_page_file, read_page
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"--data: {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_page_file(p))
-    if max_pages:
-        files = files[:max_pages]
-    if not files:
-        raise ValueError(f"--data: no page images (PNG/JPEG/TIFF/WebP) in {folder}")
-    pages = []
-    for f in files:
-        try:
-            pages.append(to_grayscale(read_page(f).pixels))
-        except ValueError as exc:
-            log.warning("[MDIM] skipping %s: %s", f.name, exc)
-    if not pages:
-        raise ValueError(f"--data: none of the {len(files)} images in {folder} could be read")
-    return pages
-
-
-def run(args: argparse.Namespace) -> int:
-    from .base import load_base_vae
-
-    cfg = TrainConfig(
-        steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, edge_weight=args.edge_weight,
-        freq_weight=args.freq_weight, clean_fraction=args.clean_fraction, mask_fraction=args.mask_fraction,
-        dpi=args.dpi, seed=args.seed, save_every=args.save_every, train_decoder=args.train_decoder,
-    )
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    pages = read_pages(args.data, args.max_pages)
-    vae = load_base_vae(args.vae)
-    sym = SymmetricVAE(vae, hidden=args.hidden)
-    print(f"[MDIM] training Symmetric VAE adapters on {len(pages)} pages, {device}, "
-          f"{sum(p.numel() for p in sym.parameters()):,} adapter parameters")
-    summary = train(sym, pages, cfg, args.out, checkpoint=args.checkpoint, device=device,
-                    extra_meta={"data": Path(args.data).name, "pages": len(pages)})
-    print(f"[MDIM] wrote {args.out} (final loss {summary['final_loss']:.4f}, {summary['seconds']} s)")
-    return 0

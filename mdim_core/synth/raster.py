@@ -140,27 +140,6 @@ class Union(Shape):
         return out
 
 
-@dataclass
-class Rect(Shape):
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    margin: float = 8.0
-
-    def __post_init__(self):
-        m = self.margin
-        self.box = (int(self.y0 - m), int(math.ceil(self.y1 + m)), int(self.x0 - m), int(math.ceil(self.x1 + m)))
-
-    def sdf(self, ys, xs):
-        cx, cy = (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
-        hx, hy = (self.x1 - self.x0) / 2, (self.y1 - self.y0) / 2
-        qx = np.abs(xs - np.float32(cx)) - np.float32(hx)
-        qy = np.abs(ys - np.float32(cy)) - np.float32(hy)
-        outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
-        return outside + np.minimum(np.maximum(qx, qy), 0)
-
-
 # ---------------------------------------------------------------------------------------------
 # tones (paint textures)
 

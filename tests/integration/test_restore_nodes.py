@@ -54,7 +54,7 @@ def test_node_options_and_bad_input(inprocess_comfy, test_images):
         inprocess_comfy.run("MDIM_ScanCleanup", image=image[:, :0], **DEFAULTS)
     nan = image.clone()
     nan[0, 3, 4, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"^image must contain finite values in 0\.\.1; got 1 NaN"):
+    with pytest.raises(ValueError, match=r"^image: contains 1 NaN or infinite value\(s\); expected finite values in 0\.\.1"):
         inprocess_comfy.run("MDIM_ScanCleanup", image=nan, **DEFAULTS)
 
 

@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 pack = load_pack_in_process()
 from mdim_pack_under_test.mdim_core.symvae import SymmetricVAE, save_adapters  # noqa: E402
-from mdim_pack_under_test.mdim_core.symvae.tiny import build_autoencoder_kl  # noqa: E402
 from mdim_pack_under_test.nodes import symvae_nodes as sn  # noqa: E402
+from tiny_models import build_autoencoder_kl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,40 @@ def test_decode_size_mismatch_and_bad_files(vaes, models_dir):
     save_adapters(other, models_dir / "other.safetensors")
     with torch.inference_mode(), pytest.raises(ValueError, match="other VAE weights"):
         _run(sn.MDIMSymVAELoader, vae=vae, adapter_name="other.safetensors", allow_other_vae_weights=False)
+
+
+@pytest.mark.parametrize("shape", [(1, 13), (13, 1), (3, 5)])
+def test_strips_and_tiny_images_encode_decode_restore(vaes, shape):
+    """Any size from 1 px: padded to multiples of 8 inside, the same size out, outside the mask exact."""
+    _, vae = vaes
+    img = _page(*shape, seed=sum(shape))
+    mask = torch.zeros(1, *shape)
+    mask[:, shape[0] // 2 :, shape[1] // 2 :] = 1  # touches the bottom-right border
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=mask, set_noise_mask=True)
+        assert latent["mdim_source"].shape[1:3] == (8 * -(-shape[0] // 8), 8 * -(-shape[1] // 8))
+        assert latent["mdim_mask"][0, -1, -1] == 1  # the mask continues into the padding
+        out = _run(sn.MDIMSymVAEDecode, symvae=handle, samples=latent, fill="base", paste_outside_mask=True,
+                   tile_size=1024)
+        assert out.shape == (1, *shape, 3)
+        assert torch.equal(out[0][mask[0] == 0], img[0][mask[0] == 0])
+        restored = _run(sn.MDIMSymVAERestore, symvae=handle, image=img[..., :1], tile_size=1024, grayscale=True)
+        assert restored.shape == (1, *shape, 3)
+
+
+def test_latent_batch_must_match_its_masks(vaes):
+    _, vae = vaes
+    img = _page(32, 32).expand(2, -1, -1, -1)
+    with torch.inference_mode():
+        handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
+        latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, mask=torch.ones(2, 32, 32), set_noise_mask=True)
+        three = latent.copy()
+        three["samples"] = torch.cat([latent["samples"], latent["samples"][:1]])
+        three["mdim_source"] = torch.cat([latent["mdim_source"], latent["mdim_source"][:1]])
+        with pytest.raises(ValueError, match=r"^samples: the LATENT has 3 latents but carries 2 masks"):
+            _run(sn.MDIMSymVAEDecode, symvae=handle, samples=three, fill="base", paste_outside_mask=True,
+                 tile_size=1024)
 
 
 def test_tuned_decoder_file_from_diffusers_runs_on_comfy(vaes, models_dir):

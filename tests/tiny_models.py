@@ -1,4 +1,4 @@
-"""Small SD-shaped KL autoencoders built in code (tests, benchmarks, smoke runs of training).
+"""Small SD-shaped KL autoencoders built in code, for tests and benchmarks (no weights to download).
 
 Same architecture as the SD VAE (diffusers ``AutoencoderKL``: 4 levels, 8x downscale, 4 latent
 channels, mid-block attention), reduced widths.
@@ -7,8 +7,6 @@ channels, mid-block attention), reduced widths.
 from __future__ import annotations
 
 import torch
-
-SD_WIDTHS = (128, 256, 512, 512)
 
 
 def build_autoencoder_kl(
@@ -39,6 +37,19 @@ def build_autoencoder_kl(
     return vae.eval()
 
 
-def autoencoder_kl_config(vae) -> dict:
-    """The constructor arguments of a diffusers ``AutoencoderKL`` (to save next to its weights)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(vae.config).items() if not k.startswith("_")}
+class _Identity(torch.nn.Module):
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def build_local_autoencoder_kl(widths: tuple[int, ...] = (8, 8, 8, 8), *, seed: int = 0):
+    """:func:`build_autoencoder_kl` with its GroupNorms and attention replaced by identities: a plain
+    stack of convolutions, so every output pixel depends only on a bounded neighbourhood (about 60 px).
+    A tiled decode then equals the whole decode away from the tiles' edges, which makes tiling and
+    blending testable (a normal VAE's GroupNorm statistics differ per tile)."""
+    vae = build_autoencoder_kl(widths, groups=4, seed=seed)
+    for module in list(vae.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.GroupNorm) or type(child).__name__ == "Attention":
+                setattr(module, name, _Identity())
+    return vae
