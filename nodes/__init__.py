@@ -20,6 +20,7 @@ NODE_MODULES = (
     "symvae_nodes",
     "sgim_nodes",
     "restore_nodes",
+    "repaint_nodes",
 )
 
 
