@@ -21,6 +21,7 @@ NODE_MODULES = (
     "sgim_nodes",
     "restore_nodes",
     "repaint_nodes",
+    "outpaint_nodes",
 )
 
 
