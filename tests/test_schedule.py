@@ -6,6 +6,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from diffusers.guiders.guider_utils import rescale_noise_cfg
+from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdim_core.sampling import schedule as S
 
@@ -53,6 +56,16 @@ def test_trailing_ten_steps_is_the_paper_table():
     assert S.trailing_timesteps(10).tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("beta_end", [0.012, 0.02])
+def test_zero_snr_betas_equal_diffusers_rescale(dtype, beta_end):
+    betas = S.scaled_linear_betas(beta_end=beta_end, dtype=dtype)
+    ours = S.zero_snr_betas(betas)
+    ref = rescale_zero_terminal_snr(betas.clone())
+    assert ours.dtype == dtype and torch.equal(ours, ref)
+    assert torch.equal(betas, S.scaled_linear_betas(beta_end=beta_end, dtype=dtype))  # input untouched
+
+
 def diffusers_img2img_timesteps(steps, strength):
     """diffusers StableDiffusionImg2ImgPipeline.get_timesteps, verbatim arithmetic."""
     sched = ddim()
@@ -63,22 +76,29 @@ def diffusers_img2img_timesteps(steps, strength):
 
 
 @pytest.mark.parametrize(
-    "steps,strength", [(50, 0.5), (50, 1.0), (20, 0.25), (40, 0.75), (10, 0.3), (8, 0.5)]
+    "denoise, schedule", [(0.45, 55), (0.5, 50), (0.6, 41), (0.7, 35), (0.99, 25), (1.0, 25), (0.99995, 25)]
 )
-def test_strength_tail_matches_diffusers_img2img(steps, strength):
-    assert math.floor(steps * strength) == int(steps * strength)  # cases where float arithmetic is exact
-    ours = S.trailing_timesteps_for_strength(steps, strength)
-    assert torch.equal(ours, diffusers_img2img_timesteps(steps, strength).to(torch.int64))
+def test_ksampler_step_rule_at_25_steps(denoise, schedule):
+    # KSampler(25, denoise) samples the last 25 steps of int(25 / denoise) (a denoise above 0.9999 is 1)
+    assert S.ksampler_schedule(25, denoise) == (schedule, schedule - 25)
 
 
-def test_fri_strength_half_of_fifty_starts_at_499_with_25_steps():
-    t = S.trailing_timesteps_for_strength(50, 0.5)
-    assert t[0].item() == 499 and len(t) == 25 and t[-1].item() == 19
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 500), st.floats(0.001, 1.0))
+def test_ksampler_step_rule_runs_exactly_steps(steps, denoise):
+    total, first = S.ksampler_schedule(steps, denoise)
+    assert total - first == steps and first >= 0
+    assert total == (steps if denoise > 0.9999 else math.floor(steps / denoise))
 
 
-def test_strength_rounding_is_robust_to_float_error():
-    # 30 * 0.7 == 20.999999999999996: the pass must still run 21 steps.
-    assert len(S.trailing_timesteps_for_strength(30, 0.7)) == 21
+def test_trailing_tail_equals_diffusers_img2img_where_both_run_the_same_steps():
+    # KSampler(25, 0.5) is diffusers' 50 inference steps at strength 0.5: the same 25 timesteps from t = 499
+    total, first = S.ksampler_schedule(25, 0.5)
+    ours = S.trailing_timesteps(total)[first:]
+    assert torch.equal(ours, diffusers_img2img_timesteps(50, 0.5).to(torch.int64))
+    assert ours[0].item() == 499 and len(ours) == 25 and ours[-1].item() == 19
+    # at 0.7 they differ: diffusers' 35 steps at 0.7 run int(24.5) = 24 steps, KSampler(25, 0.7) runs 25
+    assert len(diffusers_img2img_timesteps(35, 0.7)) == 24 and S.ksampler_schedule(25, 0.7) == (35, 10)
 
 
 def test_comfy_sigma_space_schedule():
@@ -101,8 +121,9 @@ def test_trailing_sigmas_full_and_tail():
     assert full.shape == (11,) and full[-1].item() == 0.0
     assert torch.equal(full[:-1], table[S.trailing_timesteps(10)])
     assert full[0].item() == table[-1].item()  # starts at the terminal sigma
-    tail = S.trailing_sigmas(table, 50, 0.5)
+    tail = S.trailing_sigmas(table, 25, 0.5)  # KSampler's rule: the last 25 of 50 steps
     assert tail.shape == (26,) and tail[0].item() == table[499].item()
+    assert torch.equal(tail, torch.cat([S.trailing_sigmas(table, 50)[25:]]))
     assert bool(torch.all(tail[1:] < tail[:-1]))
 
 
@@ -224,9 +245,10 @@ def test_bad_denoise(denoise):
         S.trailing_sigmas(S.zero_snr_sigmas(), 10, denoise)
 
 
-def test_denoise_too_small_for_steps_says_how_to_fix():
-    with pytest.raises(ValueError, match="runs no step"):
-        S.trailing_sigmas(S.zero_snr_sigmas(), 4, 0.1)
+def test_a_schedule_longer_than_the_model_says_how_to_fix():
+    with pytest.raises(ValueError, match="need a schedule of 1000 steps, more than the model's 999 timesteps"):
+        S.trailing_sigmas(S.zero_snr_sigmas()[:999], 100, 0.1)
+    assert len(S.trailing_sigmas(S.zero_snr_sigmas(), 100, 0.1)) == 101
 
 
 @pytest.mark.parametrize("phi", [-0.1, 1.5, float("nan")])

@@ -5,8 +5,8 @@ import pytest
 import torch
 from sgim_hosts import IdentityHost, OracleHost
 
-from mdim_core.imaging import masks
-from mdim_core.inpaint import sgim
+from mdim_core.imaging import geometry, masks
+from mdim_core.inpaint import plan, sgim
 from mdim_core.inpaint.host import SGIMHost, check_host
 
 SMALL = dict(steps=3, fri_steps=2)
@@ -14,6 +14,11 @@ SMALL = dict(steps=3, fri_steps=2)
 
 def _page(b, h, w, c=3, seed=0):
     return torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(seed))
+
+
+def _crop_boxes(mask2d, config):
+    """The full-resolution crop boxes the planner gives a binary [H, W] mask, frame after frame."""
+    return [c.box for f in plan.plan(tuple(mask2d.shape), mask2d[None], config) for c in f.crops]
 
 
 def _damage(truth, mask):
@@ -210,11 +215,15 @@ def test_mask_of_another_size_is_resized_and_logged(caplog):
     truth = _page(1, 64, 64)
     small = torch.zeros(32, 32)
     small[8:16, 8:16] = 1
+    big = masks.clean(small, batch=1, size=(64, 64))[0]  # the mask the engine works with
+    assert 16 * 16 <= int(big.sum()) < 20 * 20
+    image = _damage(truth, big)
     with caplog.at_level(logging.INFO, logger="MDIM"):
-        res = sgim.inpaint(OracleHost(truth), truth, small, config=sgim.SGIMConfig(**SMALL))
+        res = sgim.inpaint(OracleHost(truth), image, small, config=sgim.SGIMConfig(**SMALL))
     assert "mask: resized from 32x32" in caplog.text
     (job,) = res.jobs
-    assert torch.equal(res.image, truth)
+    assert torch.equal(res.image, truth)  # the text under the resized mask is gone, the rest kept
+    assert not torch.equal(image, truth)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +232,7 @@ def test_mask_of_another_size_is_resized_and_logged(caplog):
         (torch.full((1, 16, 16, 3), float("nan")), torch.ones(16, 16), "image: contains 768 NaN"),
         (torch.rand(16, 16, 3), torch.ones(16, 16), r"image: expected shape \[B, H, W, C\]"),
         (torch.rand(1, 16, 16, 2), torch.ones(16, 16), "C = 1, 3 or 4"),
-        (torch.zeros(1, 16, 16, 3, dtype=torch.uint8), torch.ones(16, 16), "image: expected floats"),
+        (torch.zeros(1, 16, 16, 3, dtype=torch.uint8), torch.ones(16, 16), "image: expected float pixels"),
         (torch.rand(3, 16, 16, 3), torch.ones(2, 16, 16), "mask: batch of 2 masks for 3 images"),
         (torch.rand(1, 16, 16, 3), torch.full((16, 16), float("nan")), "mask: contains NaN"),
     ],
@@ -344,7 +353,7 @@ def test_plan_for_large_pages():
     cfg = sgim.SGIMConfig()
     # a full mask on an A4 600-dpi page: SGI on the page at 621x877 after three halvings, FRI at full size in tiles
     full = torch.ones(1, 7016, 4961, dtype=torch.float32)
-    (frame,) = sgim.plan((7016, 4961), full, cfg)
+    (frame,) = plan.plan((7016, 4961), full, cfg)
     assert frame.box == (0, 0, 7016, 4961) and frame.sgi_size == (877, 621) and frame.run_fri
     assert [j.box for j in frame.sgi] == [(0, 0, 877, 621)]
     (page,) = frame.crops
@@ -353,7 +362,7 @@ def test_plan_for_large_pages():
     m = torch.zeros(1, 7016, 4961)
     m[0, 500:800, 600:900] = 1
     m[0, 5000:5200, 3000:3500] = 1
-    (frame,) = sgim.plan((7016, 4961), m, cfg)
+    (frame,) = plan.plan((7016, 4961), m, cfg)
     assert frame.sgi_size == (877, 621) and frame.run_fri
     assert [j.box for j in frame.crops] == [(394, 494, 906, 1006), (4844, 2936, 5356, 3564)]  # margin 64, >= 512
     assert all(not j.tiles for j in frame.crops)
@@ -365,9 +374,9 @@ def test_plan_for_large_pages():
     (extent,) = [j.extent for j in frame.sgi]
     assert extent == pytest.approx((0.0, 4961 / 621, 5712.0, 513 * 4961 / 621))
     strip = torch.ones(1, 6000, 600)
-    (frame,) = sgim.plan((6000, 600), strip, cfg)
+    (frame,) = plan.plan((6000, 600), strip, cfg)
     assert frame.sgi_size == (750, 75) and frame.run_fri
-    assert sgim.plan((1, 5000), torch.ones(1, 1, 5000), cfg)[0].sgi_size == (1, 625)
+    assert plan.plan((1, 5000), torch.ones(1, 1, 5000), cfg)[0].sgi_size == (1, 625)
 
 
 def test_large_crops_run_fri_in_tiles_exactly():
@@ -390,7 +399,7 @@ def test_large_crops_run_fri_in_tiles_exactly():
     assert all(max(t.info.size) <= 96 and t.strength == 0.5 for t in tiles)
     assert len({t.seed for t in tiles}) == 6
     boxes = [t.info.box for t in tiles]
-    assert boxes == [tb for tb, _ in job.tiles]  # crop at the page origin: page boxes = crop boxes
+    assert boxes == [t.box for t in job.tiles]  # crop at the page origin: page boxes = crop boxes
     assert host.progress_log[-1] == (3 + 6 * 2, 3 + 6 * 2)
 
 
@@ -439,7 +448,7 @@ def test_overlapping_regions_with_a_costly_union_keep_separate_crops_and_stay_ex
     mask[160:390, 160:390] = 1  # ... and a large one diagonally below it: their crops overlap at a corner
     image = _damage(truth, mask)
     cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
-    boxes = sgim.plan_regions(mask > 0, cfg)
+    boxes = _crop_boxes(mask > 0, cfg)
     assert boxes == [(10, 10, 170, 170), (130, 130, 400, 400)]  # overlapping, not merged
     assert 160 * 160 + 270 * 270 < 0.65 * 390 * 390  # the merged crop would cover a lot more page
     host = _SeeingHost(truth)
@@ -473,16 +482,16 @@ def test_neighbours_share_a_crop_when_it_covers_less_page():
     mask[120:170, 400:450] = 1  # two specks far apart, each too small for min_crop_side ...
     mask[120:170, 1000:1050] = 1
     cfg = sgim.SGIMConfig(context_margin=20, min_crop_side=0, **SMALL)
-    assert sgim.plan_regions(mask > 0, cfg)[:1] == [(30, 30, 270, 170)]  # one crop: less than 2 x (240 x 80)
+    assert _crop_boxes(mask > 0, cfg)[:1] == [(30, 30, 270, 170)]  # one crop: less than 2 x (240 x 80)
     wide = sgim.SGIMConfig(context_margin=64, min_crop_side=256, **SMALL)
-    boxes = sgim.plan_regions(mask > 0, wide)
+    boxes = _crop_boxes(mask > 0, wide)
     # ... 600 px apart: one crop over both would cover more page than two 256 x 256 crops: kept apart
     assert boxes == [(0, 0, 300, 256), (17, 297, 273, 553), (17, 897, 273, 1153)]
     close = mask.clone()
     close[:, 1000:1050] = 0
     close[120:170, 600:650] = 1
     # 150 px apart: one 256 x 378 crop covers less than two 256 x 256 crops
-    assert sgim.plan_regions(close > 0, wide) == [(0, 0, 300, 256), (17, 336, 273, 714)]
+    assert _crop_boxes(close > 0, wide) == [(0, 0, 300, 256), (17, 336, 273, 714)]
     truth = _page(1, h, w)
     res = sgim.inpaint(OracleHost(truth), _damage(truth, close), close, config=wide)
     assert torch.equal(res.image, truth)
@@ -500,7 +509,7 @@ def test_region_owners_give_every_mask_pixel_to_exactly_one_crop():
     labels, origin, boxes = masks.region_labels(mask, cell=8)
     assert sorted(boxes) == masks.regions(mask, cell=8)
     cfg = sgim.SGIMConfig(context_margin=16, min_crop_side=64, **SMALL)
-    (frame,) = sgim.plan((h, w), mask[None], cfg)
+    (frame,) = plan.plan((h, w), mask[None], cfg)
     jobs = frame.crops
     owners = jobs[0].owners
     count = torch.zeros(h, w, dtype=torch.int64)
@@ -533,19 +542,19 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
         for y, x in torch.randint(0, 630, (n, 2), generator=g).tolist():
             m[y : y + 4, x % 890 : x % 890 + 4] = True
         _, _, comps = masks.region_labels(m, cell=8)
-        items = [sgim.geometry.expand_box(c, 16, (h, w)) for c in comps]
-        merged, apart = sgim._merge_overlapping(items, (h, w), cfg), sgim._group_regions(items, (h, w), cfg)
-        chosen = sgim.plan_regions(m, cfg)
+        items = [geometry.expand_box(c, 16, (h, w)) for c in comps]
+        merged, apart = plan._merge_overlapping(items, (h, w), cfg), plan._group_regions(items, (h, w), cfg)
+        chosen = _crop_boxes(m, cfg)
         return m, merged, apart, chosen
 
     m, merged, apart, chosen = dust(160)
-    assert sgim._plan_cost(apart) > sgim._plan_cost(merged)  # grouping alone would be worse ...
+    assert plan._plan_cost(apart) > plan._plan_cost(merged)  # grouping alone would be worse ...
     assert chosen == [b for b, _ in merged] and len(chosen) == 1  # ... so the overlap-merging plan runs
     truth = _page(1, h, w)
     res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
     assert torch.equal(res.image, truth)
     m, merged, apart, chosen = dust(40)  # fewer specks: separate crops cost less than one chain-merged crop
-    assert sgim._plan_cost(apart) < 0.6 * sgim._plan_cost(merged)
+    assert plan._plan_cost(apart) < 0.6 * plan._plan_cost(merged)
     assert chosen == [b for b, _ in apart] and len(chosen) > 1
     res = sgim.inpaint(OracleHost(truth), _damage(truth, m.float()), m, config=cfg)
     assert torch.equal(res.image, truth)
@@ -554,8 +563,8 @@ def test_grouping_never_costs_more_than_merging_every_overlap():
     diag[40:140, 40:140] = True
     diag[160:390, 160:390] = True
     apart_cfg = sgim.SGIMConfig(context_margin=30, min_crop_side=0, **SMALL)
-    assert sgim.plan_regions(diag, apart_cfg) == [(10, 10, 170, 170), (130, 130, 400, 400)]
-    assert sgim.crop_cost((160, 160)) + sgim.crop_cost((270, 270)) < sgim.crop_cost((390, 390))
+    assert _crop_boxes(diag, apart_cfg) == [(10, 10, 170, 170), (130, 130, 400, 400)]
+    assert plan.crop_cost((160, 160)) + plan.crop_cost((270, 270)) < plan.crop_cost((390, 390))
 
 
 def _panels_page():
@@ -585,10 +594,10 @@ def test_limit_to_panel_shrinks_each_panel_on_its_own_and_stays_exact():
     assert boxes == [(0, 0, 260, 400), (10, 10, 250, 150), (10, 170, 250, 390)]
     assert [int(f.mask.sum()) for f in res.frames] == [4 * 200, 30 * 60, 30 * 80 + 40 * 20]
     for f in res.frames:
-        assert f.sgi_size == sgim.geometry.shrink_plan(f.size, 64) and f.run_fri  # each frame its own scale
+        assert f.sgi_size == geometry.shrink_plan(f.size, 64) and f.run_fri  # each frame its own scale
     assert [f.sgi_size for f in res.frames] == [(33, 50), (60, 35), (60, 55)]
     # a clean page: B and C are two panels, the region across the gutter gets the box of both
-    frames = sgim.plan((260, 400), mask[None] > 0, cfg, page_gray=truth.mean(-1))
+    frames = plan.plan((260, 400), mask[None] > 0, cfg, page_gray=truth.mean(-1))
     assert [f.box for f in frames] == [(0, 0, 260, 400), (10, 10, 250, 150), (10, 170, 130, 390), (10, 170, 250, 390)]
     owned = torch.zeros(260, 400)
     for f in res.frames:  # frames may overlap, their masks do not
@@ -601,7 +610,7 @@ def test_limit_to_panel_shrinks_each_panel_on_its_own_and_stays_exact():
     for name, page_boxes in by_frame.items():  # every pass stays inside its frame
         for box, job in zip(page_boxes, [j for f in res.frames for j in (f.sgi if name == "sgi" else f.crops)]):
             frame = next(f for f in res.frames if job in (f.sgi + f.crops))
-            assert sgim.geometry.union_box(frame.box, box) == frame.box
+            assert geometry.union_box(frame.box, box) == frame.box
 
 
 def test_preview_in_strips_equals_one_piece_and_fri_starts_from_it(monkeypatch):
@@ -639,7 +648,7 @@ def test_pages_sharing_a_mask_keep_their_own_panels():
     mask = torch.zeros(240, 320)
     mask[30:60, 120:140] = 1  # one mask for the batch
     cfg = sgim.SGIMConfig(sgi_max_side=128, limit_to_panel=True, min_crop_side=0, context_margin=8, **SMALL)
-    frames = sgim.plan((240, 320), (mask > 0).expand(3, -1, -1), cfg, page_gray=truth.mean(-1))
+    frames = plan.plan((240, 320), (mask > 0).expand(3, -1, -1), cfg, page_gray=truth.mean(-1))
     # pages 0 and 2 share a layout and are worked on together; page 1's panel is its own
     assert [(f.rows, f.box) for f in frames] == [((0, 2), (8, 8, 112, 152)), ((1,), (8, 116, 232, 312))]
     res = sgim.inpaint(OracleHost(truth), _damage(truth, mask), mask, config=cfg)
@@ -655,3 +664,55 @@ def test_limit_to_panel_says_when_it_finds_no_panel(caplog):
         res = sgim.inpaint(OracleHost(truth), _damage(truth, mask), mask, config=cfg)
     assert torch.equal(res.image, truth) and [f.box for f in res.frames] == [(0, 0, 64, 80)]
     assert "limit_to_panel found no panel under the mask" in caplog.text
+
+
+def test_refine_only_runs_one_full_resolution_pass_from_the_image_as_it_is():
+    h, w = 300, 420
+    truth = _page(1, h, w)
+    mask = torch.zeros(h, w)
+    mask[100:160, 200:290] = 1
+    image = _damage(truth, mask)
+    # a page larger than sgi_max_side: with the structure pass off it is never shrunk
+    cfg = sgim.SGIMConfig(structure_pass=False, sgi_max_side=64, fri_strength=0.3, fri_steps=4, run_fri="never",
+                          context_margin=16, min_crop_side=0, steps=9)
+    host = _SeeingHost(truth)
+    res = sgim.inpaint(host, image, mask, seed=21, config=cfg)
+    assert torch.equal(res.image, truth) and torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    (frame,) = res.frames
+    assert not frame.shrunk and frame.sgi == () and frame.run_fri
+    (fri,) = host.passes()
+    assert (fri.info.name, fri.strength, fri.steps, fri.seed) == ("fri", 0.3, 4, 21)
+    assert fri.info.box == (84, 184, 176, 306) and fri.info.size == (92, 122)
+    # the pass starts from the page itself, the text still there (no structure pasted in)
+    assert torch.equal(host.images[0], image[:, 84:176, 184:306])
+    assert host.progress_log[0] == (0, 4) and host.progress_log[-1] == (4, 4)
+    assert torch.equal(res.sgi_preview, image)  # no structure pass: nothing to preview but the input
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_prefill_starts_the_structure_pass_from_the_fill(shrink):
+    h, w = 120, 160
+    truth = _page(1, h, w)
+    mask = torch.zeros(h, w)
+    mask[40:80, 50:110] = 1
+    image = _damage(truth, mask)
+    fill = torch.full((1, h, w, 3), 0.25)  # e.g. what LaMa drew; only its pixels inside the mask count
+    cfg = sgim.SGIMConfig(sgi_max_side=64 if shrink else 1024, prefill_strength=0.6, min_crop_side=0, **SMALL)
+    host = _SeeingHost(truth)
+    res = sgim.inpaint(host, image, mask, seed=1, config=cfg, prefill=fill)
+    assert torch.equal(res.image, truth) and torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    sgi = host.passes("sgi")[0]
+    assert sgi.strength == 0.6 and [p.strength for p in host.passes("fri")] == ([0.5] if shrink else [])
+    seen, (y0, x0) = host.images[0], sgi.info.box[:2]
+    if not shrink:  # the fill inside the mask, the page outside it
+        m = mask[y0 : y0 + seen.shape[1], x0 : x0 + seen.shape[2]] > 0
+        assert bool((seen[0][m] == 0.25).all()) and torch.equal(seen[0][~m], image[0, y0:, x0:][: m.shape[0], : m.shape[1]][~m])
+    else:  # shrunk 4x: small pixels wholly inside the mask are averages of the fill alone
+        assert res.frames[0].sgi_size == (30, 40)
+        sy, sx = res.frames[0].sgi[0].box[:2]
+        assert bool((seen[0, 10 - sy : 20 - sy, 13 - sx : 27 - sx] == 0.25).all())
+    no_fill = _SeeingHost(truth)
+    sgim.inpaint(no_fill, image, mask, seed=1, config=cfg)
+    assert no_fill.passes("sgi")[0].strength == 1.0  # without a fill: from pure noise
+    with pytest.raises(ValueError, match="prefill: expected pages of 160x120"):
+        sgim.inpaint(host, image, mask, config=cfg, prefill=torch.zeros(1, 10, 10, 3))

@@ -1,8 +1,9 @@
 """Validate UI-format ComfyUI workflows against node schemas, and convert them to API prompts.
 
-Pure Python (no comfy import): CI checks the shipped ``workflows/*.json`` with the recorded schemas
-``tests/data/comfyui_object_info.json`` (core ComfyUI 0.8.0) and ``tests/data/mdim_object_info.json``
-(this pack, recorded from a live host by ``tests/integration/record_schema.py``). The integration
+Pure Python (no comfy import): CI checks the shipped ``workflows/*.json`` with the recorded schemas of
+every supported host: ``tests/data/comfyui_object_info_<version>.json`` (core ComfyUI) and
+``tests/data/mdim_object_info_<version>.json`` (this pack, recorded from that live host by
+``tests/integration/record_schema.py``), for ComfyUI 0.8.0 (the oldest supported) and 0.28.0 (the newest tested). The integration
 tests convert the same files with :func:`ui_to_api` and run them on a real server.
 
 UI format (what ComfyUI's "Save" writes): ``nodes`` (id, type, mode, inputs with ``link``, outputs
@@ -29,8 +30,27 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"
-CORE_SCHEMA_PATH = DATA_DIR / "comfyui_object_info.json"
-MDIM_SCHEMA_PATH = DATA_DIR / "mdim_object_info.json"
+#: ComfyUI versions the pack supports and is tested on: the oldest and the newest
+HOST_VERSIONS = ("0.8.0", "0.28.0")
+
+
+def core_schema_path(version: str) -> Path:
+    """Recorded ``/object_info`` of an unmodified ComfyUI ``version`` (core nodes only)."""
+    return DATA_DIR / f"comfyui_object_info_{version}.json"
+
+
+def mdim_schema_path(version: str) -> Path:
+    """Recorded ``/object_info`` of this pack's nodes on ComfyUI ``version``."""
+    return DATA_DIR / f"mdim_object_info_{version}.json"
+
+
+def host_version(comfyui_dir) -> str:
+    """The version of a ComfyUI source tree (its ``comfyui_version.py``)."""
+    text = (Path(comfyui_dir) / "comfyui_version.py").read_text(encoding="utf-8")
+    match = re.search(r"__version__\s*=\s*[\"']([^\"']+)", text)
+    if not match:
+        raise ValueError(f"comfyui_dir: {comfyui_dir} has no __version__ in comfyui_version.py")
+    return match.group(1)
 # Folders ComfyUI 0.8.0 offers as a pack's workflow templates, in its order of preference.
 TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
 
@@ -80,10 +100,10 @@ def load_schema(*paths: Path) -> dict:
     return merged
 
 
-def load_default_schema() -> dict:
-    """Core ComfyUI 0.8.0 plus this pack's recorded schema (if recorded yet)."""
-    paths = [CORE_SCHEMA_PATH] + ([MDIM_SCHEMA_PATH] if MDIM_SCHEMA_PATH.is_file() else [])
-    return load_schema(*paths)
+def load_default_schema(version: str = HOST_VERSIONS[0]) -> dict:
+    """Core ComfyUI ``version`` plus this pack's schema recorded on it (if recorded yet)."""
+    mdim = mdim_schema_path(version)
+    return load_schema(core_schema_path(version), *([mdim] if mdim.is_file() else []))
 
 
 def input_specs(node_info: dict) -> list[tuple[str, list, bool]]:
@@ -516,28 +536,10 @@ def substitute_inputs(prompt: dict, values: dict) -> dict:
     return result
 
 
-def registered_node_modules(nodes_dir: Path = REPO_ROOT / "nodes") -> list[str]:
-    """Module names listed in ``NODE_MODULES`` of ``nodes/__init__.py`` (the ones the pack loads)."""
-    import ast
+def declared_node_ids() -> list[str]:
+    """Ids of every node the pack registers (``NODE_MODULES`` of ``nodes/__init__.py``), read from the nodes'
+    own declarations with a stand-in host (``node_schema_stub``), in menu order."""
+    from node_schema_stub import load_declared_nodes
 
-    tree = ast.parse((nodes_dir / "__init__.py").read_text(encoding="utf-8"))
-    for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-        if any(isinstance(t, ast.Name) and t.id == "NODE_MODULES" for t in targets):
-            return list(ast.literal_eval(stmt.value))
-    raise ValueError("nodes/__init__.py has no NODE_MODULES")
-
-
-def declared_node_ids(nodes_dir: Path = REPO_ROOT / "nodes", registered_only: bool = True) -> dict[str, Path]:
-    """``{node_id: file}`` of every ``node_id="MDIM_..."`` in the pack's node modules.
-
-    With ``registered_only`` (default) only modules listed in ``NODE_MODULES`` are read.
-    """
-    names = registered_node_modules(nodes_dir) if registered_only else None
-    found: dict[str, Path] = {}
-    for path in sorted(nodes_dir.glob("*.py")):
-        if names is not None and path.stem not in names:
-            continue
-        for node_id in re.findall(r"node_id\s*=\s*[\"'](MDIM_\w+)[\"']", path.read_text(encoding="utf-8")):
-            found[node_id] = path
-    return found
+    core = load_schema(core_schema_path(HOST_VERSIONS[0]))
+    return [cls.define_schema().node_id for cls in load_declared_nodes(core)]

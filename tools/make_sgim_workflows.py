@@ -27,10 +27,15 @@ SGIM_INPUTS = [
     ("image", "IMAGE"),
     ("mask", "MASK"),
     ("symvae", "MDIM_SYMVAE"),
+    ("sampler", "SAMPLER"),
+    ("sigmas", "SIGMAS"),
+    ("prefill", "IMAGE"),
 ]
 # seed, control_after_generate, steps, cfg, sampler_name, scheduler, sgi_max_side, plan, fri_strength,
-# fri_steps, run_fri, grow_mask, feather, context_margin, min_crop_side, limit_to_panel, tiled_vae_megapixels
-SGIM_WIDGETS = [0, "fixed", 30, 7.0, "euler", "simple", 1024, "halve", 0.5, 15, "auto", 0, 0, 128, 512, False, 4.0]
+# fri_steps, run_fri, grow_mask, feather, context_margin, min_crop_side, limit_to_panel, tiled_vae_megapixels,
+# prefill_strength
+SGIM_WIDGETS = [0, "fixed", 30, 7.0, "euler", "simple", 1024, "halve", 0.5, 15, "auto", 0, 0, 128, 512, False, 4.0,
+                0.75]
 
 
 def _base(g: Graph, prefix: str):

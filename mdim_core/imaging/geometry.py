@@ -34,42 +34,33 @@ def union_box(a: Box, b: Box) -> Box:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def intersect_box(a: Box, b: Box) -> Box | None:
-    box = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    return box if box[0] < box[2] and box[1] < box[3] else None
+def offset_box(box: Box, origin: tuple[int, ...]) -> Box:
+    """``box`` moved by ``origin`` ``(y, x)`` (e.g. from a crop's or frame's pixels to the page's)."""
+    return box[0] + origin[0], box[1] + origin[1], box[2] + origin[0], box[3] + origin[1]
 
 
-def _grow_span(lo: int, hi: int, want: int, low: int, high: int) -> tuple[int, int]:
-    """Widen [lo, hi) symmetrically to ``want`` (at most ``high - low``), shifting inside [low, high)."""
-    want = min(want, high - low)
-    if hi - lo >= want:
-        return lo, hi
-    extra = want - (hi - lo)
-    lo -= extra // 2
-    hi += extra - extra // 2
-    if lo < low:
-        hi, lo = hi + (low - lo), low
-    if hi > high:
-        lo, hi = lo - (hi - high), high
-    return max(low, lo), hi
+def widen_spans(lo, hi, want: int, low, high):
+    """Widen spans ``[lo, hi)`` symmetrically to ``want`` (at most ``high - low``), shifted to stay inside
+    ``[low, high)``; spans already that wide are kept. Works on ints and on numpy arrays alike."""
+    want = np.minimum(want, np.subtract(high, low))
+    extra = np.maximum(want - np.subtract(hi, lo), 0)
+    lo, hi = np.subtract(lo, extra // 2), np.add(hi, extra - extra // 2)
+    shift = np.maximum(np.subtract(low, lo), 0)
+    lo, hi = lo + shift, hi + shift
+    shift = np.maximum(np.subtract(hi, high), 0)
+    lo, hi = np.maximum(low, lo - shift), hi - shift
+    if np.ndim(lo) == 0:
+        return int(lo), int(hi)
+    return lo, hi
 
 
-def expand_box(
-    box: Box, margin: int, image_size: tuple[int, int], min_side: int = 0, bounds: Box | None = None
-) -> Box:
-    """Add ``margin`` pixels of context on every side, widen to ``min_side``, clamp to the image.
-
-    ``bounds`` (e.g. a panel's box) limits the result further; the part of ``box`` outside
-    ``bounds`` is kept all the same.
-    """
+def expand_box(box: Box, margin: int, image_size: tuple[int, int], min_side: int = 0) -> Box:
+    """Add ``margin`` pixels of context on every side, widen to ``min_side``, clamp to the image."""
     h, w = image_size
-    by0, bx0, by1, bx1 = bounds if bounds is not None else (0, 0, h, w)
-    by0, bx0 = max(0, min(by0, box[0])), max(0, min(bx0, box[1]))
-    by1, bx1 = min(h, max(by1, box[2])), min(w, max(bx1, box[3]))
-    y0, x0 = max(by0, box[0] - margin), max(bx0, box[1] - margin)
-    y1, x1 = min(by1, box[2] + margin), min(bx1, box[3] + margin)
-    y0, y1 = _grow_span(y0, y1, min_side, by0, by1)
-    x0, x1 = _grow_span(x0, x1, min_side, bx0, bx1)
+    y0, x0 = max(0, box[0] - margin), max(0, box[1] - margin)
+    y1, x1 = min(h, box[2] + margin), min(w, box[3] + margin)
+    y0, y1 = widen_spans(y0, y1, min_side, 0, h)
+    x0, x1 = widen_spans(x0, x1, min_side, 0, w)
     return y0, x0, y1, x1
 
 
@@ -229,15 +220,6 @@ def shrink_plan(size: tuple[int, int], max_side: int, mode: PlanMode = "halve") 
         scale = max_side / max(h, w)
         return max(1, min(max_side, round(h * scale))), max(1, min(max_side, round(w * scale)))
     raise ValueError(f"plan: expected 'halve' or 'fit', got {mode!r}")
-
-
-def halvings(size: tuple[int, int], max_side: int) -> int:
-    """How many halvings ``shrink_plan(..., 'halve')`` applies."""
-    h, w = size
-    n = 0
-    while max(h, w) > max_side:
-        h, w, n = (h + 1) // 2, (w + 1) // 2, n + 1
-    return n
 
 
 # --- resampling --------------------------------------------------------------------------

@@ -8,9 +8,9 @@ A model is a local diffusers-format folder with the sub-folders ``unet`` (``UNet
 
 Sampling per pass (the same steps as diffusers' inpaint pipeline, with two differences noted):
 
-- ``strength`` -> start: the schedule has ``round(steps / strength)`` steps (at least ``steps``)
-  and the pass runs its last ``steps`` timesteps, read from ``scheduler.timesteps`` (50 trailing
-  steps at strength 0.5 start at t = 499);
+- ``strength`` -> start: ComfyUI's KSampler rule (``schedule.ksampler_schedule``): the schedule has
+  ``int(steps / strength)`` steps and the pass runs its last ``steps`` timesteps, read from
+  ``scheduler.timesteps`` (25 steps at strength 0.5: the last 25 of 50 trailing steps, from t = 499);
 - the latent starts as ``scheduler.add_noise(x0, noise, t_start)`` (pure noise at strength 1,
   exactly what diffusers does, also for a zero-SNR schedule where alpha_bar_T = 0);
 - classifier-free guidance, with optional CFG rescale (Lin et al. 2023) through
@@ -36,10 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..sampling import schedule
-from .host import PassInfo
+from .host import PassInfo, grey_fill, latent_cell_mask
 
 log = logging.getLogger("MDIM")
 
@@ -57,17 +56,6 @@ SD_SCHEDULER_CONFIG = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
 }
-
-
-def grey_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked-image input of 9-channel inpainting UNets: 0.5 inside the mask ([B,H,W,3] and [B,H,W])."""
-    keep = (1.0 - mask.round())[..., None]
-    return (image - 0.5) * keep + 0.5
-
-
-def latent_cell_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
-    """``[B, H, W]`` 0/1 -> ``[B, 1, H/scale, W/scale]``: 1 on every latent cell the mask touches."""
-    return F.max_pool2d(mask[:, None].float(), scale)
 
 
 def make_scheduler(
@@ -215,11 +203,10 @@ class DiffusersHost:
     # --- sampling -----------------------------------------------------------------------------
     def timesteps_for(self, steps: int, strength: float) -> torch.Tensor:
         """Set the schedule for a pass and return the timesteps it runs (the last ``steps``)."""
-        schedule.check_strength(strength)
-        full = max(steps, round(steps / strength)) if strength < 1.0 else steps
+        full, first = schedule.ksampler_schedule(steps, strength)
         sched = self.scheduler
         sched.set_timesteps(full, device=self.device)
-        start = (full - steps) * sched.order
+        start = first * sched.order
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(start)
         return sched.timesteps[start:]
@@ -269,7 +256,7 @@ class DiffusersHost:
         sched = self.scheduler
         start_known = sched.add_noise(x0, noise, timesteps[:1])
         # Like diffusers: pure noise at strength 1, the noised original below it.
-        x = noise * sched.init_noise_sigma if strength >= 1.0 else start_known
+        x = noise * sched.init_noise_sigma if strength > 0.9999 else start_known
         x = keep * start_known + (1.0 - keep) * x
         before = info.steps_before if info is not None else 0
         total = info.total_steps if info is not None else steps

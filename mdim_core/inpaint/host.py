@@ -3,9 +3,11 @@
 The engine owns everything that is not a model call: mask cleanup, region planning,
 cropping, padding, resampling, compositing. A host owns the model: its VAE, its
 denoiser, its sampler/scheduler/CFG/conditioning, devices and dtypes, tiling, and its
-progress display. Three hosts implement this protocol: the ComfyUI node
-(``nodes/sgim_nodes.py``), the diffusers host (``mdim_core``, used by the CLI), and
-exact test hosts (``tests/sgim_hosts.py``).
+progress display. Three hosts implement this protocol: the ComfyUI host
+(``nodes/sgim_host.py``), the diffusers host (``mdim_core.inpaint.diffusers_host``, used by the
+command line), and exact test hosts (``tests/sgim_hosts.py``). The helpers at the end of this
+module are what every host of a latent-diffusion model needs (the noise mask on latent cells, the
+masked-image input of 9-channel inpainting models).
 
 Conventions of every call (the engine guarantees them, hosts may rely on them):
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 PassName = Literal["sgi", "fri"]
 
@@ -68,6 +71,8 @@ class PassInfo:
             page pixels, when it is not whole pixels (an SGI crop of a shrunk page: ``box`` is
             this area rounded outward); else None and ``box`` is exact. Pass pixel ``q`` shows
             the page from ``y0 + q * (y1 - y0) / size[0]`` on (likewise for x).
+        batch: number of pages in the engine's input batch (``batch_indices`` index it); page-level
+            inputs of a host (hints, masks) hold 1 page (shared) or this many.
     """
 
     name: PassName
@@ -85,6 +90,7 @@ class PassInfo:
     tiles: int = 1
     page_size: tuple[int, int] | None = None
     extent: tuple[float, float, float, float] | None = None
+    batch: int | None = None
 
 
 @runtime_checkable
@@ -158,8 +164,9 @@ class SGIMHost(Protocol):
                 pure noise (SGI); 0.5 starts half way (FRI), like ComfyUI's ``denoise``
                 and diffusers' img2img ``strength``.
             steps: sampling steps actually run in this pass. With ``strength < 1`` the
-                schedule is the one of ``round(steps / strength)`` steps, of which the last
-                ``steps`` run (ComfyUI ``KSampler(steps, denoise)`` semantics).
+                schedule is the one of ``int(steps / strength)`` steps, of which the last
+                ``steps`` run: ComfyUI's ``KSampler(steps, denoise)`` rule, one helper for every
+                host (``mdim_core.sampling.schedule.ksampler_schedule``).
             seed: integer in ``[0, 2**64)``; the noise of the whole batch is drawn from it
                 with a host-local generator (never global RNG state), so the pass is
                 deterministic for a given seed.
@@ -193,3 +200,19 @@ def check_host(host: object) -> SGIMHost:
     if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
         raise TypeError(f"host.latent_scale: expected a positive int (8 for SD VAEs), got {scale!r}")
     return host  # type: ignore[return-value]
+
+
+def latent_cell_mask(mask: torch.Tensor, scale: int) -> torch.Tensor:
+    """``[B, H, W]`` 0/1 pixel mask -> ``[B, 1, H/scale, W/scale]``: 1 on every latent cell the mask touches.
+
+    The sampler's noise mask then frees whole cells, so every masked pixel is repainted; the engine's
+    pixel-space composite keeps the pixels outside the mask exact.
+    """
+    return F.max_pool2d(mask[:, None].float(), scale)
+
+
+def grey_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The masked-image input of 9-channel inpainting models: 0.5 inside the mask, as ComfyUI's
+    InpaintModelConditioning and diffusers' inpaint pipeline build it (``[B,H,W,3]`` and ``[B,H,W]``)."""
+    keep = (1.0 - mask.round())[..., None]
+    return (image - 0.5) * keep + 0.5

@@ -4,10 +4,10 @@ Stable Diffusion's schedule ends at SNR 0.0047 (sqrt(alpha_bar_T) = 0.068): the 
 from pure noise, so it cannot make the pure white and pure black that manga pages are made of. The fix:
 
 1. rescale the betas so that sqrt(alpha_bar) ends at exactly 0 and keeps its first value
-   (:func:`zero_snr_betas`, diffusers' ``rescale_zero_terminal_snr``);
+   (:func:`zero_snr_betas`, what diffusers' ``rescale_zero_terminal_snr`` computes);
 2. predict v, since epsilon-prediction is undefined at SNR 0 (:func:`check_parameterization`);
 3. pick "trailing" timesteps, which start at the terminal step t = T-1 (:func:`trailing_timesteps`);
-4. rescale classifier-free guidance with phi ~ 0.7 (:func:`rescale_cfg`, diffusers' ``rescale_noise_cfg``).
+4. rescale classifier-free guidance with phi ~ 0.7 (:func:`rescale_cfg`, what diffusers' ``rescale_noise_cfg`` computes).
 
 The same schedule is expressed two ways:
 
@@ -16,7 +16,8 @@ The same schedule is expressed two ways:
   terminal alpha_bar is clamped to :data:`COMFY_TERMINAL_ALPHA_BAR` (sigma_max ~ 4518.76 for SD1.x), exactly as
   ComfyUI's ``ModelSamplingDiscrete(zsnr=True)`` does.
 
-Everything here is plain torch/numpy; nothing imports ComfyUI.
+Everything here is plain torch; nothing imports ComfyUI or diffusers (the nodes load with ComfyUI's own
+requirements).
 """
 
 from __future__ import annotations
@@ -26,16 +27,6 @@ import numbers
 from collections.abc import Sequence
 
 import torch
-
-try:  # diffusers >= 0.35 keeps it with the guiders; older releases only in the pipelines
-    from diffusers.guiders.guider_utils import rescale_noise_cfg as _diffusers_rescale_noise_cfg
-except ImportError:  # pragma: no cover - depends on the installed diffusers
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
-        rescale_noise_cfg as _diffusers_rescale_noise_cfg,
-    )
-from diffusers.schedulers.scheduling_ddim import (
-    rescale_zero_terminal_snr as _diffusers_rescale_zero_terminal_snr,
-)
 
 # Stable Diffusion 1.x / 2.x training schedule ("scaled_linear" in diffusers, "linear" in ComfyUI/LDM).
 SD_NUM_TRAIN_TIMESTEPS = 1000
@@ -82,10 +73,15 @@ def zero_snr_betas(betas: torch.Tensor) -> torch.Tensor:
     """Rescale a discrete beta schedule to zero terminal SNR (Lin et al. 2023, Algorithm 1).
 
     sqrt(alpha_bar) is shifted so that its last value is 0 and scaled so that its first value is unchanged.
-    This is diffusers' ``rescale_zero_terminal_snr``; the result's alpha_bar_T is exactly 0.
+    The same arithmetic as diffusers' ``rescale_zero_terminal_snr``; the result's alpha_bar_T is exactly 0.
     """
     betas = _check_betas(betas)
-    return _diffusers_rescale_zero_terminal_snr(betas.clone())
+    sqrt_ab = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab = (sqrt_ab - last) * (first / (first - last))  # last value 0, first value unchanged
+    ab = sqrt_ab**2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1.0 - alphas
 
 
 def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
@@ -147,33 +143,23 @@ def trailing_timesteps(num_steps: int, num_train_timesteps: int = SD_NUM_TRAIN_T
     return steps[:num_steps]
 
 
-def strength_start_index(num_steps: int, strength: float) -> int:
-    """Index of the first of ``num_steps`` scheduled steps that an img2img/inpaint pass of ``strength`` runs.
+def ksampler_schedule(steps: int, denoise: float) -> tuple[int, int]:
+    """``(schedule_steps, first)``: the step rule of ComfyUI's ``KSampler(steps, denoise)``.
 
-    The pass runs the last ``round_down(num_steps * strength)`` steps, as diffusers' img2img does; the product is
-    rounded down with a tolerance of 1e-6 so that e.g. 30 * 0.7 gives 21 steps (diffusers' plain ``int()``
-    gives 20 there because 30 * 0.7 == 20.999999999999996 in floating point). strength 1 runs every step.
+    The pass runs ``steps`` steps: the last ``steps`` of a schedule of ``int(steps / denoise)``
+    steps, i.e. from index ``first`` on; a denoise above 0.9999 counts as 1 (the whole schedule).
+    Every MDIM host and MDIM Trailing Sigmas follow it, so one pass equals a KSampler with the same
+    ``steps`` and ``denoise``. diffusers' img2img ``strength`` counts the other way round: its
+    ``num_inference_steps`` is the whole schedule, of which ``int(num_inference_steps * strength)``
+    run; ``KSampler(25, 0.5)`` is diffusers' ``(50, 0.5)``, but e.g. ``KSampler(25, 0.7)`` runs the
+    tail of 35 steps where no whole ``num_inference_steps`` runs exactly 25 steps from the same start.
     """
-    _check_int("steps", num_steps, 1)
-    check_strength(strength)
-    run = min(math.floor(num_steps * strength + 1e-6), num_steps)
-    if run < 1:
-        raise ValueError(
-            f"denoise/strength {strength} with {num_steps} steps runs no step at all; "
-            f"raise steps to at least {math.ceil(1.0 / strength)} or raise the strength"
-        )
-    return num_steps - run
-
-
-def trailing_timesteps_for_strength(
-    num_steps: int, strength: float = 1.0, num_train_timesteps: int = SD_NUM_TRAIN_TIMESTEPS
-) -> torch.Tensor:
-    """The trailing timesteps a pass of ``strength`` actually runs (the right tail of the full schedule).
-
-    50 steps at strength 0.5 start at t = 499 and run 25 steps.
-    """
-    start = strength_start_index(num_steps, strength)
-    return trailing_timesteps(num_steps, num_train_timesteps)[start:]
+    _check_int("steps", steps, 1)
+    check_denoise(denoise)
+    if denoise > 0.9999:
+        return int(steps), 0
+    total = int(steps / denoise)
+    return total, total - int(steps)
 
 
 def trailing_sigmas(
@@ -182,9 +168,10 @@ def trailing_sigmas(
     """Sigmas for k-diffusion samplers with trailing spacing, from a model's per-timestep sigma table.
 
     ``model_sigmas`` is ascending and indexed by timestep (ComfyUI's ``model_sampling.sigmas``). Returns a
-    descending float32 tensor of ``n + 1`` values ending in 0, where n is the number of steps run: with
-    ``denoise`` < 1 only the right tail of the ``steps``-step schedule is returned. The first sigma of a full
-    schedule is the terminal sigma of the table (t = T-1), which is what zero SNR requires.
+    descending float32 tensor of ``steps + 1`` values ending in 0. With ``denoise`` < 1 they are the tail of
+    a longer trailing schedule, as ComfyUI's KSampler and BasicScheduler do (:func:`ksampler_schedule`):
+    25 steps at 0.5 are the last 25 of 50 and start at t = 499. The first sigma of a full schedule is the
+    terminal sigma of the table (t = T-1), which is what zero SNR requires.
     """
     table = torch.as_tensor(model_sigmas, dtype=torch.float32).flatten()
     if table.numel() < 2:
@@ -195,8 +182,13 @@ def trailing_sigmas(
         raise ValueError(
             "model_sigmas must be ascending (index = timestep), as ComfyUI's model_sampling.sigmas is"
         )
-    check_denoise(denoise)
-    timesteps = trailing_timesteps_for_strength(steps, denoise, table.numel())
+    total, first = ksampler_schedule(steps, denoise)
+    if total > table.numel():
+        raise ValueError(
+            f"steps: {steps} steps at denoise {denoise} need a schedule of {total} steps, more than the "
+            f"model's {table.numel()} timesteps; lower steps or raise denoise"
+        )
+    timesteps = trailing_timesteps(total, table.numel())[first:]
     return torch.cat([table[timesteps], table.new_zeros(1)])
 
 
@@ -204,7 +196,7 @@ def rescale_cfg(cfg_output: torch.Tensor, cond_output: torch.Tensor, phi: float 
     """CFG rescale (Lin et al. 2023, Sec. 3.4): phi * x_cfg * std(x_pos) / std(x_cfg) + (1 - phi) * x_cfg.
 
     ``cfg_output`` is the guided model output and ``cond_output`` the positive (text) one, both ``[B, ...]``;
-    std is taken per sample over all other dims. This is diffusers' ``rescale_noise_cfg``; phi = 0 returns
+    std is taken per sample over all other dims, as diffusers' ``rescale_noise_cfg`` does; phi = 0 returns
     ``cfg_output`` unchanged.
     """
     check_phi(phi)
@@ -215,7 +207,9 @@ def rescale_cfg(cfg_output: torch.Tensor, cond_output: torch.Tensor, phi: float 
         )
     if phi == 0.0:
         return cfg_output
-    return _diffusers_rescale_noise_cfg(cfg_output, cond_output, guidance_rescale=phi)
+    dims = list(range(1, cfg_output.ndim))
+    rescaled = cfg_output * (cond_output.std(dim=dims, keepdim=True) / cfg_output.std(dim=dims, keepdim=True))
+    return phi * rescaled + (1.0 - phi) * cfg_output
 
 
 # --- conversions between the sigma-space denoised image and model outputs (sigma_data = 1) ---------------

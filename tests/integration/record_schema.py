@@ -1,11 +1,11 @@
-"""Record this pack's node schema as a live ComfyUI reports it: tests/data/mdim_object_info.json.
+"""Record this pack's node schema as a live ComfyUI reports it: tests/data/mdim_object_info_<version>.json.
 
 CI validates shipped workflows against this file (tests/test_workflows.py) without running a host;
 the integration suite fails when the file differs from what the live host answers. Regenerate it
 after changing a node's schema, with the Python of a ComfyUI environment:
 
-    python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR
-    python tests/integration/record_schema.py --url http://127.0.0.1:8188   # a server already running the pack
+    python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR   # once per supported ComfyUI
+    python tests/integration/record_schema.py --url http://127.0.0.1:8188 --version 0.28.0   # a running server
 
 Only ``MDIM_*`` nodes are kept. File names (model files, input images) are removed from combo
 options, so the file does not depend on what is installed where it was recorded.
@@ -26,9 +26,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from comfy_harness import PACK_DIR_NAME, REPO_ROOT, import_failures, start_server, stop_server  # noqa: E402
-from workflow_validation import FILE_EXTENSIONS, MDIM_SCHEMA_PATH, spec_type  # noqa: E402
+from workflow_validation import FILE_EXTENSIONS, host_version, mdim_schema_path, spec_type  # noqa: E402
 
-REGENERATE_COMMAND = "python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR"
+REGENERATE_COMMAND = "python tests/integration/record_schema.py --comfyui-dir $COMFYUI_DIR  (on every supported host)"
 
 
 def normalize_schema(object_info: dict) -> dict:
@@ -79,7 +79,7 @@ def record_from_new_server(comfyui_dir: str, port: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Record tests/data/mdim_object_info.json from a live ComfyUI."
+        description="Record tests/data/mdim_object_info_<version>.json from a live ComfyUI."
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -89,16 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=18189, help="port for the server started with --comfyui-dir"
     )
-    parser.add_argument("--out", default=str(MDIM_SCHEMA_PATH), help="output file")
+    parser.add_argument("--version", help="the host's ComfyUI version (read from --comfyui-dir when given)")
+    parser.add_argument("--out", help="output file (default: tests/data/mdim_object_info_<version>.json)")
     args = parser.parse_args(argv)
+    version = args.version or (host_version(args.comfyui_dir) if args.comfyui_dir else None)
+    if not (args.out or version):
+        parser.error("--version is needed with --url (or give --out)")
+    out = args.out or str(mdim_schema_path(version))
 
     info = fetch_object_info(args.url) if args.url else record_from_new_server(args.comfyui_dir, args.port)
     schema = normalize_schema(info)
     if not schema:
         print("no MDIM_* node in the host's /object_info: is the pack loaded?", file=sys.stderr)
         return 1
-    Path(args.out).write_text(dumps(schema), encoding="utf-8")
-    print(f"wrote {len(schema)} nodes to {args.out}: {', '.join(schema)}")
+    Path(out).write_text(dumps(schema), encoding="utf-8")
+    print(f"wrote {len(schema)} nodes to {out}: {', '.join(schema)}")
     return 0
 
 

@@ -253,22 +253,28 @@ def test_bad_cfg_rescale(sd15_model):
         schedule_nodes.MDIMZeroSNRModel.execute(sd15_model, "v_prediction", 1.5, False)
 
 
-def test_missing_optional_dependency_disables_only_its_nodes(monkeypatch, caplog):
-    """Without diffusers the schedule nodes are skipped with one clear log line; the pack still loads."""
+def _load_pack_without(monkeypatch, caplog, hidden: tuple[str, ...], name: str):
+    """The pack loaded under a fresh package name with the modules ``hidden`` made unimportable: node ids, log."""
     import asyncio
 
-    name = "mdim_pack_without_diffusers"
     spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
-    for key in ["diffusers"] + [k for k in sys.modules if k.startswith("diffusers.")]:
-        monkeypatch.setitem(sys.modules, key, None)  # makes `import diffusers...` raise ImportError
+    for key in [k for k in list(sys.modules) if k in hidden or k.startswith(tuple(h + "." for h in hidden))] + list(hidden):
+        monkeypatch.setitem(sys.modules, key, None)  # makes `import <hidden>...` raise ImportError
     spec.loader.exec_module(module)
     with caplog.at_level(logging.WARNING, logger="MDIM"):
         extension = asyncio.run(module.comfy_entrypoint())
         node_ids = [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
-    assert "MDIM_ZeroSNRModel" not in node_ids
-    lines = [r.getMessage() for r in caplog.records if "schedule_nodes" in r.getMessage()]
-    assert len(lines) == 1 and "disabled" in lines[0] and "diffusers" in lines[0]
     for key in [k for k in sys.modules if k.startswith(name + ".")]:
         monkeypatch.delitem(sys.modules, key)
+    return node_ids, [r.getMessage() for r in caplog.records if "disabled" in r.getMessage()]
+
+
+def test_every_node_loads_with_comfyuis_own_requirements(monkeypatch, caplog):
+    """diffusers is not among ComfyUI's requirements: with it hidden, every node still loads, nothing is disabled."""
+    everything, _ = _load_pack_without(monkeypatch, caplog, (), "mdim_pack_with_everything")
+    caplog.clear()
+    node_ids, disabled = _load_pack_without(monkeypatch, caplog, ("diffusers",), "mdim_pack_without_diffusers")
+    assert node_ids == everything and "MDIM_ZeroSNRModel" in node_ids and "MDIM_SGIMInpaint" in node_ids
+    assert disabled == []

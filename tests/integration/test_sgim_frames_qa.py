@@ -18,7 +18,7 @@ FAST = {"steps": 2, "fri_steps": 1}
 
 def _mods():
     sgim = __import__("mdim_pack_under_test.mdim_core.inpaint.sgim", fromlist=["x"])
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     return sgim, sgim_nodes
 
 
@@ -110,7 +110,7 @@ def node_inputs(checkpoint, prompts, image, mask, **overrides):
 
 def config_of(inputs):
     sgim, _ = _mods()
-    names = set(sgim.SGIMConfig.field_names())
+    names = {f.name for f in __import__("dataclasses").fields(sgim.SGIMConfig)}
     return sgim.SGIMConfig(**{k: v for k, v in inputs.items() if k in names})
 
 
@@ -383,7 +383,7 @@ def test_feather_with_overlapping_crops_and_grow_at_the_page_border(inprocess_co
     assert int(m.sum()) > int(mask.sum()) and bool(m[0, -1, -1])  # grown, to the page corner
     (frame,) = frames
     crops = [c.box for c in frame.crops]
-    assert crops[0] == (13, 13, 75, 227) and any(sgim.geometry.boxes_overlap(crops[0], b) for b in crops[1:]), crops
+    assert crops[0] == (13, 13, 75, 227) and any(__import__("mdim_pack_under_test.mdim_core.imaging.geometry", fromlist=["x"]).boxes_overlap(crops[0], b) for b in crops[1:]), crops
     y0, x0, y1, x1 = crops[0]
     own = m[:, y0:y1, x0:x1]
     weight = masks.feather(own, 4)[..., None]

@@ -112,7 +112,7 @@ def test_nine_channel_conds_are_built_per_pass(sgim_node, inprocess_inpaint_chec
     """The inpainting model receives concat_latent_image/concat_mask at each pass's own latent size."""
     import comfy.sample
 
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     model, clip, vae = inprocess_inpaint_checkpoint
     assert sgim_nodes.is_inpaint_model(model)
     image, mask = page
@@ -136,10 +136,11 @@ def test_nine_channel_conds_are_built_per_pass(sgim_node, inprocess_inpaint_chec
     assert seen[0][0][2:] != seen[1][0][2:]  # the two passes run at different sizes
 
 
-@pytest.mark.parametrize("strength,steps", [(1.0, 3), (0.5, 2)])
+@pytest.mark.parametrize("strength,steps", [(1.0, 3), (0.5, 2), (0.45, 25), (0.5, 25), (0.6, 25), (0.7, 25), (0.99, 25)])
 def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpoint, strength, steps):
-    """One host pass is bit-identical to core SetLatentNoiseMask/InpaintModelConditioning + KSampler
-    (mask on whole 8-px cells, where the host's cell mask and core's resized mask agree)."""
+    """One host pass is bit-identical to core SetLatentNoiseMask/InpaintModelConditioning + KSampler with the
+    same steps and denoise (mask on whole 8-px cells, where the host's cell mask and core's resized mask agree):
+    at 25 steps and denoise 0.45, 0.6, 0.7 KSampler runs the tail of a 55-, 41-, 35-step schedule."""
     import importlib
     from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpo
 
     comfy_nodes = importlib.import_module("nodes")
     assert Path(comfy_nodes.__file__).resolve().parent == Path(inprocess_comfy.comfy_dir).resolve()
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     PassInfo = __import__("mdim_pack_under_test.mdim_core.inpaint.host", fromlist=["x"]).PassInfo
     model, clip, vae = checkpoint
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
@@ -157,6 +158,13 @@ def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpo
     mask[:, 16:40, 8:48] = 1.0
     info = PassInfo("sgi", 0, 1, 0, steps, 0, 1, (0,), (0, 0, 64, 64), (64, 64), (64, 64))
     host = sgim_nodes.ComfyHost(model, vae, pos, neg, cfg=7.0, sampler_name="euler", scheduler="simple")
+    total, first = __import__("mdim_pack_under_test.mdim_core.sampling.schedule", fromlist=["x"]).ksampler_schedule(
+        steps, strength)
+    sigmas = host.pass_sigmas(steps, strength, info)  # None: the host samples with KSampler's own rule
+    custom = sgim_nodes.ComfyHost(model, vae, pos, neg, cfg=7.0, sampler_name="euler", scheduler="simple",
+                                  sampler=__import__("comfy.samplers", fromlist=["x"]).sampler_object("euler"))
+    custom_sigmas = custom.pass_sigmas(steps, strength, info)  # a connected SAMPLER gets KSampler's sigmas too
+    assert sigmas is None and len(custom_sigmas) == steps + 1 and total - first == steps
     with torch.inference_mode():
         latent = vae.encode(image)
         ours = host.denoise(latent, image=image, mask=mask, strength=strength, steps=steps, seed=3, info=info)
@@ -165,7 +173,12 @@ def test_host_pass_equals_core_inpainting_with_ksampler(inprocess_comfy, checkpo
         else:
             start = comfy_nodes.SetLatentNoiseMask().set_mask({"samples": latent}, mask)[0]
         ref = comfy_nodes.common_ksampler(model, 3, steps, 7.0, "euler", "simple", pos, neg, start, denoise=strength)
+        with_sampler = custom.denoise(latent, image=image, mask=mask, strength=strength, steps=steps, seed=3, info=info)
+        ksampler = __import__("comfy.samplers", fromlist=["x"]).KSampler(
+            model, steps=steps, device=model.load_device, sampler="euler", scheduler="simple", denoise=strength)
     assert torch.equal(ours, ref[0]["samples"])
+    assert torch.equal(custom_sigmas, ksampler.sigmas.cpu())  # the same sigmas as core KSampler(steps, denoise)
+    assert torch.equal(with_sampler, ours)  # and the same latent through SamplerCustom's path
 
 
 def test_input_model_gives_identical_ksampler_results_before_and_after(sgim_node, inprocess_checkpoint, page):
@@ -330,7 +343,7 @@ def test_out_of_memory_and_memory_estimate_fall_back_to_tiles(inprocess_checkpoi
     import comfy.model_management as mm
     import torch
 
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     model, clip, vae = inprocess_checkpoint
     cond = clip.encode_from_tokens_scheduled(clip.tokenize("manga"))
     image = page[0][:, :64, :64].contiguous()

@@ -15,14 +15,23 @@ PAGE = (64, 96)  # page (H, W) in pixels
 
 
 def _mods():
-    sgim_nodes = __import__("mdim_pack_under_test.nodes.sgim_nodes", fromlist=["x"])
+    """(a namespace with the conditioning mapping and the ComfyUI host, PassInfo) of the pack under test."""
+    import types
+
+    conditioning = __import__("mdim_pack_under_test.mdim_core.inpaint.conditioning", fromlist=["x"])
+    sgim_host = __import__("mdim_pack_under_test.nodes.sgim_host", fromlist=["x"])
     host = __import__("mdim_pack_under_test.mdim_core.inpaint.host", fromlist=["x"])
-    return sgim_nodes, host.PassInfo
+    ns = types.SimpleNamespace(
+        crop_page_conditioning=conditioning.crop_page_conditioning,
+        crop_page_tensor=conditioning.crop_page_tensor,
+        ComfyHost=sgim_host.ComfyHost,
+    )
+    return ns, host.PassInfo
 
 
 def _info(box, size, padded, name="fri", rows=(0,)):
     _, PassInfo = _mods()
-    return PassInfo(name, 0, 1, 0, 2, 0, 1, rows, box, size, padded, page_size=PAGE)
+    return PassInfo(name, 0, 1, 0, 2, 0, 1, rows, box, size, padded, page_size=PAGE, batch=max(rows) + 1)
 
 
 def _pad(t, padded):

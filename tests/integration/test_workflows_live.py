@@ -9,11 +9,12 @@ nothing else is changed. Feature-specific assertions live in each feature's own 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from record_schema import REGENERATE_COMMAND, normalize_schema
-from workflow_validation import MDIM_SCHEMA_PATH, shipped_workflows
+from workflow_validation import host_version, mdim_schema_path, shipped_workflows
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = shipped_workflows()
@@ -55,18 +56,24 @@ def expected_sizes(prompt: dict, test_images: dict) -> set[tuple[int, int]]:
     return sizes
 
 
+def _recorded_for_this_host() -> tuple[str, dict]:
+    path = mdim_schema_path(host_version(os.environ["COMFYUI_DIR"]))
+    return path.name, json.loads(path.read_text(encoding="utf-8"))
+
+
 def test_recorded_schema_matches_the_live_host(comfy_server):
+    """The schema recorded for this host's version (each version adds fields of its own) is what it serves."""
     live = normalize_schema(comfy_server.object_info())
-    recorded = json.loads(MDIM_SCHEMA_PATH.read_text(encoding="utf-8"))
+    name, recorded = _recorded_for_this_host()
     differing = sorted(k for k in set(live) | set(recorded) if live.get(k) != recorded.get(k))
     assert not differing, (
-        f"tests/data/mdim_object_info.json differs from the live host for {differing}; "
+        f"tests/data/{name} differs from the live host for {differing}; "
         f"regenerate it with:\n    {REGENERATE_COMMAND}"
     )
 
 
 def test_every_registered_node_is_served_with_its_declared_inputs(comfy_server):
-    recorded = json.loads(MDIM_SCHEMA_PATH.read_text(encoding="utf-8"))
+    _, recorded = _recorded_for_this_host()
     info = comfy_server.object_info()
     for node_id, node in recorded.items():
         assert node_id in info, node_id
