@@ -9,8 +9,9 @@ the model's ``denoise_mask_function`` when one is set (e.g. Differential Diffusi
 total counts the resampling: ``RePaintSampler.sample`` hands the host's callback the number of
 model calls of the run instead of the number of sigmas.
 
-Works wherever a SAMPLER goes: SamplerCustom, SamplerCustomAdvanced (with any guider), and any
-node that samples through ``comfy.sample.sample_custom`` with a noise mask.
+Works wherever a SAMPLER goes: SamplerCustom, SamplerCustomAdvanced (with any guider), MDIM SGIM
+Inpaint's ``sampler`` input (both passes; ``mdim_callbacks`` tells its progress bar how many calls a
+pass makes), and any node that samples through ``comfy.sample.sample_custom`` with a noise mask.
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ class RePaintSampler(comfy.samplers.KSAMPLER):
         """Model calls (= progress steps) of a run over ``sigmas`` (a sigma list, or its number of steps)."""
         steps = sigmas if isinstance(sigmas, int) else len(sigmas) - 1
         return repaint.model_calls(steps, self.jump_length, self.jump_n_sample) if steps >= 1 else 0
+
+    def mdim_callbacks(self, steps: int) -> int:
+        """Callbacks of a pass of ``steps`` steps: what MDIM SGIM Inpaint asks a SAMPLER to share its bar."""
+        return self.model_calls(int(steps))
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, *args, **kwargs):
         if callback is not None:

@@ -287,3 +287,83 @@ def test_shipped_repaint_workflow_keeps_pixels_outside_the_mask(
     assert len(images) == 1 and images[0].shape == page.shape
     assert np.array_equal(images[0][~hole], page[~hole])
     assert not np.array_equal(images[0][hole], page[hole])
+
+
+# --------------------------------------------------------------------------- inside MDIM SGIM Inpaint
+
+
+def test_sgim_samples_both_passes_with_repaint(
+    repaint_node, inprocess_comfy, inprocess_checkpoint, test_images
+):
+    """MDIM SGIM Inpaint with the RePaint SAMPLER connected: the structure pass (full denoise) and the
+    refinement pass (strength 0.5, a tail of the schedule) both run RePaint with its resampling (every
+    model call counted), the bar ends at its total, pixels outside the mask are the page's."""
+    import comfy.sample
+    import comfy.utils
+    import torch
+
+    from mdim_core.sampling import repaint
+
+    model, clip, vae = inprocess_checkpoint
+    image = torch.from_numpy(test_images["mdim_example_page.png"].astype(np.float32) / 255.0)[None]
+    mask = torch.from_numpy((test_images["mdim_example_mask.png"][..., 0] > 127).astype(np.float32))[None]
+    (sampler,) = run(repaint_node, jump_length=2, jump_n_sample=3, step="ddpm")
+    counted = model.clone()
+    unet_calls = []
+    counted.set_model_unet_function_wrapper(
+        lambda apply_model, args: (
+            unet_calls.append(1) or apply_model(args["input"], args["timestep"], **args["c"])
+        )
+    )
+    passes = []
+    real = comfy.sample.sample_custom
+
+    def spy(model_, noise, cfg, sampler_, sigmas, *args, **kwargs):
+        before = len(unet_calls)
+        out = real(model_, noise, cfg, sampler_, sigmas, *args, **kwargs)
+        passes.append(
+            (sampler_, sigmas.clone(), len(unet_calls) - before, kwargs.get("noise_mask") is not None)
+        )
+        return out
+
+    inputs = {
+        "model": counted, "positive": clip.encode_from_tokens_scheduled(clip.tokenize("manga")),
+        "negative": clip.encode_from_tokens_scheduled(clip.tokenize("color")), "vae": vae, "image": image,
+        "mask": mask, "seed": 5, "steps": 6, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+        "sgi_max_side": 64, "fri_strength": 0.5, "fri_steps": 4, "context_margin": 16, "min_crop_side": 0,
+        "sampler": sampler,
+    }  # fmt: skip
+    seen = []
+    comfy.sample.sample_custom = spy
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: seen.append((v, t)))
+    try:
+        out, preview = inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
+        again, _ = inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
+        plain, _ = inprocess_comfy.run(
+            "MDIM_SGIMInpaint", **{k: v for k, v in inputs.items() if k != "sampler"}
+        )
+    finally:
+        comfy.sample.sample_custom = real
+        comfy.utils.set_progress_bar_global_hook(None)
+    ours = passes[
+        : len(passes) // 2
+    ]  # the first run's passes (the plain run goes through comfy.sample.sample)
+    assert len(passes) == 2 * len(ours) and len(ours) >= 2
+    sigma_max = float(model.get_model_object("model_sampling").sigma_max)
+    structure = [p for p in ours if abs(float(p[1][0]) - sigma_max) < 1e-3 * sigma_max]
+    refine = [p for p in ours if float(p[1][0]) < 0.5 * sigma_max]
+    assert structure and refine and len(structure) + len(refine) == len(ours)
+    for used, sigmas, calls, masked in ours:
+        steps = len(sigmas) - 1
+        assert used is sampler and masked
+        assert calls == repaint.model_calls(steps, 2, 3) > steps  # every pass resampled, every call made
+    assert {len(p[1]) - 1 for p in structure} == {6} and {len(p[1]) - 1 for p in refine} == {4}
+    outside = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(out[outside], image[outside]) and torch.equal(preview[outside], image[outside])
+    assert torch.equal(out, again) and not torch.equal(out[~outside], plain[~outside])
+    first_run = seen[: next(i for i, (v, t) in enumerate(seen) if v == t) + 1]
+    totals = {t for _, t in first_run}
+    values = [v for v, _ in first_run]
+    assert len(totals) == 1 and values == sorted(values) and values[-1] == totals.pop()
+    if not hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):  # hosts that pass on every update
+        assert len(first_run) >= sum(calls for _, _, calls, _ in ours)  # the bar moves at every model call
