@@ -77,7 +77,7 @@ def test_node_gives_a_sampler_and_checks_its_inputs(repaint_node, inprocess_comf
 
     (sampler,) = run(repaint_node, jump_length=10, jump_n_sample=10, step="ddpm")
     assert isinstance(sampler, comfy.samplers.KSAMPLER)
-    assert sampler.model_calls(30) == 210 and sampler.model_calls(1) == 1
+    assert sampler.model_calls(30) == 210 and sampler.model_calls(1) == 1 and sampler.mdim_callbacks(30) == 210
     with pytest.raises(ValueError, match="jump_length"):
         run(repaint_node, jump_length=0, jump_n_sample=10, step="ddpm")
     with pytest.raises(ValueError, match="step"):
