@@ -3,8 +3,9 @@
     python3 dev.py demo    # cleans the bundled old scan: samples/old_scan.png -> out/old_scan.png
     python3 dev.py test    # ruff + the test suite (what CI runs)
 
-On first use it creates ``.venv`` with CPU torch (``MDIM_TORCH_SPEC``, default ``torch==2.13.0``; set it to
-the build that fits your GPU) and the requirements. Later runs reuse it; ``MDIM_VENV`` picks another folder.
+On first use it creates ``.venv`` with torch and torchvision (``MDIM_TORCH_SPEC``, default
+``torch==2.14.1 torchvision==0.29.1``, a pair built for each other; set it to the build that fits your GPU),
+the requirements and the test needs. Later runs reuse it; ``MDIM_VENV`` picks another folder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("MDIM_VENV", ROOT / ".venv"))
-TORCH_SPEC = os.environ.get("MDIM_TORCH_SPEC", "torch==2.13.0")
+TORCH_SPEC = os.environ.get("MDIM_TORCH_SPEC", "torch==2.14.1 torchvision==0.29.1")
 REQUIREMENTS = ("requirements.txt", "requirements-test.txt")
 
 
@@ -39,8 +40,8 @@ def ensure_env() -> Path:
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
     run(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
-    if subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0:
-        run(py, "-m", "pip", "install", "-q", TORCH_SPEC)
+    if subprocess.run([str(py), "-c", "import torch, torchvision"], capture_output=True).returncode != 0:
+        run(py, "-m", "pip", "install", "-q", *TORCH_SPEC.split())
     run(py, "-m", "pip", "install", "-q", *[a for r in REQUIREMENTS for a in ("-r", r)])
     stamp.write_text(wanted)
     return py

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mdim_core.cli.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
     "synth": ("mdim_core.cli.synth", "Write generated manga pages with ground truth, masks and aged scans."),
     "restore": ("mdim_core.cli.restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
+    "mask": ("mdim_core.cli.mask", "Write one text mask per page (white = remove): bubbles, free text, SFX; no model needed."),
+    "clean": ("mdim_core.cli.clean", "Remove the text of raw pages: auto mask, flat fill, SGIM for the rest (--model)."),
 }
 
 

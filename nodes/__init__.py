@@ -20,6 +20,8 @@ NODE_MODULES = (
     "symvae_nodes",
     "sgim_nodes",
     "restore_nodes",
+    "textmask_nodes",
+    "detector_nodes",
     "repaint_nodes",
     "outpaint_nodes",
 )

@@ -179,9 +179,10 @@ class MDIMTrailingSigmas(io.ComfyNode):
             display_name="MDIM Trailing Sigmas",
             category="MDIM/sampling",
             description=(
-                "Trailing timestep spacing (Lin et al. 2023) for SamplerCustom / SamplerCustomAdvanced: the "
-                "first step starts at the model's terminal sigma. With denoise < 1 the last part of the "
-                "schedule is returned (50 steps at denoise 0.5 start at t=499 and run 25 steps)."
+                "Trailing timestep spacing (Lin et al. 2023) for SamplerCustom / SamplerCustomAdvanced and MDIM "
+                "SGIM Inpaint: the first step starts at the model's terminal sigma. 'steps' and 'denoise' count as "
+                "in KSampler and BasicScheduler: 'steps' steps run, with denoise < 1 the last 'steps' of a "
+                "trailing schedule of int(steps / denoise) steps (25 steps at denoise 0.5 start at t=499)."
             ),
             inputs=[
                 io.Model.Input(
@@ -193,7 +194,7 @@ class MDIMTrailingSigmas(io.ComfyNode):
                     default=30,
                     min=1,
                     max=1000,
-                    tooltip="Steps of the full schedule (1 to the model's timesteps).",
+                    tooltip="Steps that run, as in KSampler (with denoise < 1 the schedule has int(steps / denoise) steps, at most the model's timesteps).",
                 ),
                 io.Float.Input(
                     "denoise",
@@ -201,7 +202,7 @@ class MDIMTrailingSigmas(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
-                    tooltip="Strength in (0, 1]: 1 starts from pure noise; 0.5 runs the second half of the schedule.",
+                    tooltip="As KSampler's denoise, in (0, 1]: 1 starts from pure noise; 0.5 runs the second half of a schedule twice as long as steps.",
                 ),
             ],
             outputs=[io.Sigmas.Output(tooltip="Descending sigmas ending with 0, for a custom sampler.")],
@@ -215,8 +216,6 @@ class MDIMTrailingSigmas(io.ComfyNode):
 def trailing_sigmas_for_model(model, steps: int, denoise: float = 1.0):
     check_discrete_model(model)
     table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
-    if steps > table.numel():
-        raise ValueError(f"steps must be between 1 and {table.numel()} (the model's timesteps), got {steps}")
     return schedule.trailing_sigmas(table, steps, denoise)
 
 

@@ -14,7 +14,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..mdim_core.inpaint import sgim
-from ..mdim_core.inpaint.config import PLAN_OPTIONS, RUN_FRI_OPTIONS
+from ..mdim_core.inpaint.config import FLAT_FILL_OPTIONS, PLAN_OPTIONS, RUN_FRI_OPTIONS
 from .host_compat import ADVANCED
 from .sgim_host import ComfyHost
 
@@ -34,7 +34,8 @@ class MDIMSGIMInpaint(io.ComfyNode):
             category="MDIM/inpaint",
             description=(
                 "Removes what the mask covers (text, SFX) from a manga page and redraws what was under it, at "
-                "scan resolution. A first pass inpaints the page shrunk to at most 'sgi_max_side' (structure), a "
+                "scan resolution. Regions inside flat white paper or solid black are filled with it directly; for "
+                "the rest, a first pass inpaints the page shrunk to at most 'sgi_max_side' (structure), a "
                 "second pass refines crops around the mask at full resolution. Pixels outside the mask are "
                 "returned unchanged, bit for bit. Works with standard and 9-channel inpainting checkpoints; "
                 "LoRAs, ControlNets and other conditioning pass through."
@@ -67,10 +68,11 @@ class MDIMSGIMInpaint(io.ComfyNode):
                 io.Sigmas.Input("sigmas", optional=True, tooltip="Optional SIGMAS for the structure pass instead of steps and scheduler (e.g. MDIM Trailing Sigmas); the refinement pass samples their last fri_steps steps (fri_strength is then not used)."),
                 io.Image.Input("prefill", optional=True, tooltip="Optional pre-filled page (e.g. MDIM LaMa Fill): the structure pass starts from its content inside the mask at prefill_strength instead of pure noise."),
                 io.Float.Input("prefill_strength", default=d.prefill_strength, min=0.01, max=1.0, step=0.01, optional=True, tooltip="Denoise of the structure pass when 'prefill' is connected (as KSampler's denoise); not used without it.", **ADVANCED),
+                io.Combo.Input("flat_fill", options=list(FLAT_FILL_OPTIONS), default=d.flat_fill, optional=True, tooltip="'auto': a mask region surrounded by flat paper white or solid black (text in a speech bubble) is filled with exactly that value and never sent to the model: no grey tint in white bubbles, fewer passes. The log lists these regions and sgi_preview outlines them. 'off': every region goes to the model."),
             ],
             outputs=[
                 io.Image.Output("image", tooltip="The page with the masked area redrawn; every pixel outside the mask equals the input."),
-                io.Image.Output("sgi_preview", tooltip="The page with the (upscaled) structure pass pasted into the mask, before refinement: for checking what the first pass drew."),
+                io.Image.Output("sgi_preview", tooltip="The page with the (upscaled) structure pass pasted into the mask, before refinement: for checking what the first pass drew. Regions filled flat are outlined (green on RGB pages, dashed grey on grayscale ones)."),
             ],
             hidden=[io.Hidden.unique_id],
         )

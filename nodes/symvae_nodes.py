@@ -37,10 +37,11 @@ NO_ADAPTERS = "(none: untrained, decodes like the VAE)"
 SymVAEType = io.Custom("MDIM_SYMVAE")
 
 
-def register_model_folder() -> None:
-    """``models/mdim`` (and any ``mdim:`` entry of extra_model_paths.yaml), ``.safetensors`` files."""
+def register_model_folder(*extensions: str) -> None:
+    """``models/mdim`` (and any ``mdim:`` entry of extra_model_paths.yaml): ``.safetensors`` files, and
+    the other ``extensions`` a node family needs there (each family filters the list by its own)."""
     folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-    folder_paths.folder_names_and_paths[FOLDER][1].add(".safetensors")
+    folder_paths.folder_names_and_paths[FOLDER][1].update((".safetensors", *extensions))
 
 
 register_model_folder()
@@ -170,7 +171,8 @@ class MDIMSymVAELoader(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD VAE the adapters were trained for (e.g. your checkpoint's VAE)."),
                 io.Combo.Input(
                     "adapter_name",
-                    options=[NO_ADAPTERS] + folder_paths.get_filename_list(FOLDER),
+                    options=[NO_ADAPTERS] + [f for f in folder_paths.get_filename_list(FOLDER)
+                                             if f.lower().endswith(".safetensors")],
                     default=NO_ADAPTERS,
                     tooltip=(
                         "Adapter file (.safetensors) in models/mdim, made by `python -m mdim_core.symvae train`. "

@@ -232,7 +232,7 @@ def declared_object_info(classes: list) -> dict:
             "input_order": order,
             "hidden": hidden,
             "output": [o.io_type for o in outputs],
-            "output_name": [o.id or o.io_type for o in outputs],
+            "output_name": [o.kwargs.get("display_name") or o.id or o.io_type for o in outputs],
             "output_tooltips": [o.kwargs.get("tooltip") for o in outputs],
         }
     return out

@@ -36,12 +36,6 @@ def test_oracle_hosts_implement_the_protocol():
         check_host(object())
 
 
-def test_defaults_follow_the_thesis():
-    cfg = sgim.SGIMConfig()
-    assert (cfg.sgi_max_side, cfg.plan, cfg.fri_strength, cfg.run_fri) == (1024, "halve", 0.5, "auto")
-    assert (cfg.grow_mask, cfg.feather) == (0, 0)  # nothing outside the user's mask changes by default
-
-
 @pytest.mark.parametrize("max_side, pad_mode", [(256, "replicate"), (1024, "replicate"), (256, "reflect")])
 def test_oracle_exact_at_odd_size_multi_region_batch(max_side, pad_mode):
     h, w = 1419, 1001
@@ -584,7 +578,8 @@ def test_limit_to_panel_shrinks_each_panel_on_its_own_and_stays_exact():
     mask[40:70, 250:330] = 1  # in panel B
     mask[120:160, 300:320] = 1  # across the gutter between B and C
     mask[253:257, 100:300] = 1  # in the bottom gutter
-    cfg = sgim.SGIMConfig(sgi_max_side=64, context_margin=8, min_crop_side=0, limit_to_panel=True, **SMALL)
+    cfg = sgim.SGIMConfig(sgi_max_side=64, context_margin=8, min_crop_side=0, limit_to_panel=True, flat_fill="off",
+                          **SMALL)  # text in the white gutter would be filled flat; frames are what is tested
     host = OracleHost(truth)
     res = sgim.inpaint(host, _damage(truth, mask), mask, seed=1, config=cfg)
     assert torch.equal(res.image, truth)
@@ -716,3 +711,54 @@ def test_prefill_starts_the_structure_pass_from_the_fill(shrink):
     assert no_fill.passes("sgi")[0].strength == 1.0  # without a fill: from pure noise
     with pytest.raises(ValueError, match="prefill: expected pages of 160x120"):
         sgim.inpaint(host, image, mask, config=cfg, prefill=torch.zeros(1, 10, 10, 3))
+
+
+def _bubble_page():
+    """A 200 x 300 page: white paper, a dark hatched panel on the right; text in the white part and on the hatching."""
+    truth = torch.ones(1, 200, 300, 3)
+    yy, xx = torch.meshgrid(torch.arange(200), torch.arange(140), indexing="ij")
+    truth[0, :, 160:] = ((((yy + xx) % 7) < 3).float() * 0.7 + 0.1)[..., None]
+    mask = torch.zeros(200, 300)
+    mask[40:70, 30:110] = 1  # text on white paper: flat ring
+    mask[120:150, 200:260] = 1  # text over the hatching: needs the model
+    return truth, mask
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_flat_fill_takes_bubbles_and_the_model_does_the_rest(channels, caplog):
+    truth, mask = _bubble_page()
+    truth = truth[..., :channels]
+    image = _damage(truth, mask)
+    cfg = sgim.SGIMConfig(min_crop_side=0, context_margin=16, **SMALL)
+    host = OracleHost(truth)
+    with caplog.at_level(logging.INFO, logger="MDIM"):
+        res = sgim.inpaint(host, image, mask, seed=2, config=cfg)
+    assert torch.equal(res.image, truth)  # the bubble exactly white, the hatching from the model
+    assert torch.equal(res.image[:, mask == 0], image[:, mask == 0])
+    (region,) = res.flat_regions
+    assert region.batch == 0 and region.box == (40, 30, 70, 110) and region.pixels == 30 * 80
+    assert all(v == 1.0 for v in region.value)
+    # only the hatched region reached the model
+    assert [p.info.box for p in host.passes()] == [(104, 184, 166, 276)]
+    assert "1 region(s), 2400 px filled" in caplog.text and "box (40, 30, 70, 110)" in caplog.text
+    # the preview outlines the shortcut just outside the region; the output has no outline
+    preview = res.sgi_preview
+    assert preview.shape == truth.shape
+    edge = preview[0, 38, 40:100]
+    assert (edge[..., 1] == 0.85).all() if channels == 3 else (edge == 0.5).any()
+    assert torch.equal(res.image[0, 38], truth[0, 38])
+    off = OracleHost(truth)
+    res_off = sgim.inpaint(off, image, mask, seed=2, config=sgim.SGIMConfig(flat_fill="off", min_crop_side=0,
+                                                                           context_margin=16, **SMALL))
+    assert res_off.flat_regions == [] and len(off.passes()) == 2 and torch.equal(res_off.image, truth)
+
+
+def test_a_page_whose_mask_is_all_flat_makes_no_model_call():
+    truth, mask = _bubble_page()
+    mask[120:150, 200:260] = 0
+    image = _damage(truth, mask)
+    host = OracleHost(truth)
+    res = sgim.inpaint(host, image, mask, config=sgim.SGIMConfig(**SMALL))
+    assert host.calls == [] and res.frames == [] and len(res.flat_regions) == 1
+    assert torch.equal(res.image, truth) and not torch.equal(image, truth)
+    assert torch.equal(res.sgi_preview[0, 50, 30:110], truth[0, 50, 30:110])  # inside: the fill itself

@@ -226,3 +226,38 @@ def test_synth_command_writes_a_pairable_set(tmp_path):
     assert np.abs(target - prepare_ground_truth(sp.page)).max() <= 0.5 / 255 + 1e-6
     assert (tmp_path / "meta" / "page_00006.json").is_file()
     assert main(["synth", str(tmp_path), "--count", "0"]) == 1
+
+
+@pytest.mark.parametrize("text, free_text, halo", [("latin", "auto", True), ("cjk", "tone", True), ("latin", "tone", False)])
+def test_text_options_keep_exact_truth(text, free_text, halo):
+    sp = generate_page(4, size=(900, 640), dpi=250, text=text, free_text=free_text, halo=halo, truth=True)
+    t = sp.truth
+    assert np.array_equal(sp.page[~sp.removable], sp.clean[~sp.removable])
+    assert t["bubble"].any() and t["bubble_text"].any()
+    assert sp.clean[t["bubble"]].min() == 1.0  # bubble interiors are pure paper in the clean page
+    assert not (t["bubble_text"] & ~sp.masks["text"]).any()
+    assert np.array_equal(t["bubble_text_mask"] | t["free_text_mask"], sp.masks["text"])
+    changed = sp.page != sp.clean
+    assert not (changed & ~(t["bubble_text"] | t["free_text"] | t["sfx"])).any()  # every change has its kind
+    if free_text == "tone":
+        assert sp.metadata["free_text"] > 0
+        tone_panels = [sc["box"] for sc in sp.metadata["scenes"] if sc["background"] in ("dots", "gradient", "lines")]
+        for ys, xs in [np.nonzero(t["free_text"])]:
+            assert any(x0 <= xs.mean() < x1 and y0 <= ys.mean() < y1 for x0, y0, x1, y1 in tone_panels)
+        halo_px = t["free_text"] & (sp.page == 1.0) & (sp.clean < 1.0)
+        assert halo_px.any() == halo  # a white halo over the tone, or none
+
+
+def test_latin_text_is_horizontal_lines_of_letters():
+    cjk = generate_page(4, size=(900, 640), dpi=250, truth=True)
+    latin = generate_page(4, size=(900, 640), dpi=250, text="latin", truth=True)
+    assert np.array_equal(latin.clean, cjk.clean)  # the same artwork, only the lettering differs
+    assert not np.array_equal(latin.page, cjk.page)
+    # rows of letters: the ink of a Latin bubble leaves empty rows between lines
+    rows = latin.truth["bubble_text"].any(axis=1)
+    assert (np.diff(rows.astype(int)) == 1).sum() >= 3
+    with pytest.raises(ValueError, match="text must be one of"):
+        generate_page(0, size=(200, 150), text="greek")
+    with pytest.raises(ValueError, match="free_text must be one of"):
+        generate_page(0, size=(200, 150), free_text="everywhere")
+    assert generate_page(0, size=(200, 150)).truth == {}

@@ -29,31 +29,29 @@ CLEANUP_WIDGETS = ["auto", True, "thesis", 90.0, 190.0, 3.0, 0.0, 0.0, 0, False]
 
 
 def _scan_and_cleanup(g: Graph):
-    scan = g.add(Node(2, "LoadImage", (40, 300), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [OLD_SCAN, "image"],
-                      size=(320, 360), title="Old scan"))
-    clean = g.add(Node(3, "MDIM_ScanCleanup", (400, 300), [("IMAGE", "IMAGE")], list(CLEANUP_WIDGETS),
-                       inputs=[("image", "IMAGE")], size=(320, 330), title="MDIM Scan Cleanup"))
+    scan = g.add(Node(2, "LoadImage", None, [("IMAGE", "IMAGE"), ("MASK", "MASK")], [OLD_SCAN, "image"], title="Old scan"))
+    clean = g.add(Node(3, "MDIM_ScanCleanup", None, [("IMAGE", "IMAGE")], list(CLEANUP_WIDGETS),
+                       inputs=[("image", "IMAGE")], title="MDIM Scan Cleanup"))
     g.link(scan, 0, clean, "image")
     return scan, clean
 
 
-def _symvae(g: Graph, ckpt: Node, pos=(400, 60)) -> Node:
-    loader = g.add(Node(4, "MDIM_SymVAELoader", pos, [("MDIM_SYMVAE", "MDIM_SYMVAE")], [NO_ADAPTERS, False],
-                        inputs=[("vae", "VAE")], size=(360, 110), title="MDIM Symmetric VAE Loader (restoration adapters)"))
+def _symvae(g: Graph, ckpt: Node) -> Node:
+    loader = g.add(Node(4, "MDIM_SymVAELoader", None, [("MDIM_SYMVAE", "MDIM_SYMVAE")], [NO_ADAPTERS, False],
+                        inputs=[("vae", "VAE")], title="MDIM Symmetric VAE Loader (restoration adapters)"))
     g.link(ckpt, 2, loader, "vae")
     return loader
 
 
 def _checkpoint(g: Graph) -> Node:
-    return g.add(Node(1, "CheckpointLoaderSimple", (40, 60), [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
-                      [CHECKPOINT], size=(320, 100)))
+    return g.add(Node(1, "CheckpointLoaderSimple", None, [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+                      [CHECKPOINT]))
 
 
 def scan_cleanup() -> Graph:
     g = Graph()
     scan, clean = _scan_and_cleanup(g)
-    save = g.add(Node(20, "SaveImage", (760, 300), [], ["MDIM/scan_cleanup"], inputs=[("images", "IMAGE")],
-                      size=(420, 480)))
+    save = g.add(Node(20, "SaveImage", None, [], ["MDIM/scan_cleanup"], inputs=[("images", "IMAGE")]))
     g.link(clean, 0, save, "images")
     return g
 
@@ -63,11 +61,10 @@ def symvae_restore() -> Graph:
     ckpt = _checkpoint(g)
     scan, clean = _scan_and_cleanup(g)
     loader = _symvae(g, ckpt)
-    restore = g.add(Node(5, "MDIM_SymVAERestore", (780, 200), [("IMAGE", "IMAGE")], [1024, True],
-                         inputs=[("symvae", "MDIM_SYMVAE"), ("image", "IMAGE")], size=(320, 110),
+    restore = g.add(Node(5, "MDIM_SymVAERestore", None, [("IMAGE", "IMAGE")], [1024, True],
+                         inputs=[("symvae", "MDIM_SYMVAE"), ("image", "IMAGE")],
                          title="MDIM Symmetric VAE Restore"))
-    save = g.add(Node(20, "SaveImage", (1140, 200), [], ["MDIM/symvae_restore"], inputs=[("images", "IMAGE")],
-                      size=(420, 480)))
+    save = g.add(Node(20, "SaveImage", None, [], ["MDIM/symvae_restore"], inputs=[("images", "IMAGE")]))
     g.link(loader, 0, restore, "symvae")
     g.link(clean, 0, restore, "image")
     g.link(restore, 0, save, "images")
@@ -78,20 +75,17 @@ def text_removal() -> Graph:
     g = Graph()
     ckpt = _checkpoint(g)
     scan, clean = _scan_and_cleanup(g)
-    loader = _symvae(g, ckpt, pos=(780, 700))
-    mask_img = g.add(Node(6, "LoadImage", (40, 720), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [MASK, "image"],
-                          size=(320, 360), title="Text mask (white = remove)"))
-    to_mask = g.add(Node(7, "ImageToMask", (400, 760), [("MASK", "MASK")], ["red"], inputs=[("image", "IMAGE")],
-                         size=(240, 60)))
-    pos = g.add(Node(8, "CLIPTextEncode", (780, 60), [("CONDITIONING", "CONDITIONING")], [POSITIVE],
-                     inputs=[("clip", "CLIP")], size=(360, 150), title="Positive prompt"))
-    neg = g.add(Node(9, "CLIPTextEncode", (780, 250), [("CONDITIONING", "CONDITIONING")], [NEGATIVE],
-                     inputs=[("clip", "CLIP")], size=(360, 150), title="Negative prompt"))
-    sgim = g.add(Node(10, "MDIM_SGIMInpaint", (1180, 60), [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
-                      list(SGIM_WIDGETS), inputs=list(SGIM_INPUTS), size=(340, 640),
+    loader = _symvae(g, ckpt)
+    mask_img = g.add(Node(6, "LoadImage", None, [("IMAGE", "IMAGE"), ("MASK", "MASK")], [MASK, "image"], title="Text mask (white = remove)"))
+    to_mask = g.add(Node(7, "ImageToMask", None, [("MASK", "MASK")], ["red"], inputs=[("image", "IMAGE")]))
+    pos = g.add(Node(8, "CLIPTextEncode", None, [("CONDITIONING", "CONDITIONING")], [POSITIVE],
+                     inputs=[("clip", "CLIP")], title="Positive prompt"))
+    neg = g.add(Node(9, "CLIPTextEncode", None, [("CONDITIONING", "CONDITIONING")], [NEGATIVE],
+                     inputs=[("clip", "CLIP")], title="Negative prompt"))
+    sgim = g.add(Node(10, "MDIM_SGIMInpaint", None, [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
+                      list(SGIM_WIDGETS), inputs=list(SGIM_INPUTS),
                       title="MDIM SGIM Inpaint (decodes through the Symmetric VAE)"))
-    save = g.add(Node(20, "SaveImage", (1560, 60), [], ["MDIM/restore_text_removal"], inputs=[("images", "IMAGE")],
-                      size=(420, 480)))
+    save = g.add(Node(20, "SaveImage", None, [], ["MDIM/restore_text_removal"], inputs=[("images", "IMAGE")]))
     g.link(ckpt, 1, pos, "clip")
     g.link(ckpt, 1, neg, "clip")
     g.link(ckpt, 0, sgim, "model")

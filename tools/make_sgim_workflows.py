@@ -33,29 +33,26 @@ SGIM_INPUTS = [
 ]
 # seed, control_after_generate, steps, cfg, sampler_name, scheduler, sgi_max_side, plan, fri_strength,
 # fri_steps, run_fri, grow_mask, feather, context_margin, min_crop_side, limit_to_panel, tiled_vae_megapixels,
-# prefill_strength
+# then the optional widgets prefill_strength, flat_fill
 SGIM_WIDGETS = [0, "fixed", 30, 7.0, "euler", "simple", 1024, "halve", 0.5, 15, "auto", 0, 0, 128, 512, False, 4.0,
-                0.75]
+                0.75, "auto"]
 
 
 def _base(g: Graph, prefix: str):
     """Loader, page, mask, prompts, SGIM, save and preview; returns the nodes to rewire."""
-    ckpt = g.add(Node(1, "CheckpointLoaderSimple", (40, 60), [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
-                      [CHECKPOINT], size=(320, 100)))
-    page = g.add(Node(2, "LoadImage", (40, 420), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [PAGE, "image"],
-                      size=(320, 360), title="Page"))
-    mask_img = g.add(Node(3, "LoadImage", (40, 820), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [MASK, "image"],
-                          size=(320, 360), title="Mask (white = remove)"))
-    to_mask = g.add(Node(4, "ImageToMask", (400, 900), [("MASK", "MASK")], ["red"], inputs=[("image", "IMAGE")],
-                         size=(240, 60)))
-    pos = g.add(Node(5, "CLIPTextEncode", (400, 60), [("CONDITIONING", "CONDITIONING")], [POSITIVE],
-                     inputs=[("clip", "CLIP")], size=(400, 150), title="Positive prompt"))
-    neg = g.add(Node(6, "CLIPTextEncode", (400, 250), [("CONDITIONING", "CONDITIONING")], [NEGATIVE],
-                     inputs=[("clip", "CLIP")], size=(400, 150), title="Negative prompt"))
-    sgim = g.add(Node(10, "MDIM_SGIMInpaint", (1180, 60), [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
-                      list(SGIM_WIDGETS), inputs=list(SGIM_INPUTS), size=(340, 640), title="MDIM SGIM Inpaint"))
-    save = g.add(Node(20, "SaveImage", (1560, 60), [], [prefix], inputs=[("images", "IMAGE")], size=(420, 480)))
-    preview = g.add(Node(21, "PreviewImage", (1560, 580), [], [], inputs=[("images", "IMAGE")], size=(420, 480),
+    ckpt = g.add(Node(1, "CheckpointLoaderSimple", None, [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+                      [CHECKPOINT]))
+    page = g.add(Node(2, "LoadImage", None, [("IMAGE", "IMAGE"), ("MASK", "MASK")], [PAGE, "image"], title="Page"))
+    mask_img = g.add(Node(3, "LoadImage", None, [("IMAGE", "IMAGE"), ("MASK", "MASK")], [MASK, "image"], title="Mask (white = remove)"))
+    to_mask = g.add(Node(4, "ImageToMask", None, [("MASK", "MASK")], ["red"], inputs=[("image", "IMAGE")]))
+    pos = g.add(Node(5, "CLIPTextEncode", None, [("CONDITIONING", "CONDITIONING")], [POSITIVE],
+                     inputs=[("clip", "CLIP")], title="Positive prompt"))
+    neg = g.add(Node(6, "CLIPTextEncode", None, [("CONDITIONING", "CONDITIONING")], [NEGATIVE],
+                     inputs=[("clip", "CLIP")], title="Negative prompt"))
+    sgim = g.add(Node(10, "MDIM_SGIMInpaint", None, [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
+                      list(SGIM_WIDGETS), inputs=list(SGIM_INPUTS), title="MDIM SGIM Inpaint"))
+    save = g.add(Node(20, "SaveImage", None, [], [prefix], inputs=[("images", "IMAGE")]))
+    preview = g.add(Node(21, "PreviewImage", None, [], [], inputs=[("images", "IMAGE")],
                          title="Structure pass (SGI) preview"))
     g.link(ckpt, 1, pos, "clip")
     g.link(ckpt, 1, neg, "clip")
@@ -78,8 +75,8 @@ def text_removal() -> Graph:
 
 
 def _zero_snr(g: Graph, ckpt: Node) -> Node:
-    zsnr = g.add(Node(7, "MDIM_ZeroSNRModel", (400, 440), [("MODEL", "MODEL")], ["v_prediction", 0.7, False],
-                      inputs=[("model", "MODEL")], size=(320, 110), title="MDIM Zero-SNR Model"))
+    zsnr = g.add(Node(7, "MDIM_ZeroSNRModel", None, [("MODEL", "MODEL")], ["v_prediction", 0.7, False],
+                      inputs=[("model", "MODEL")], title="MDIM Zero-SNR Model"))
     g.link(ckpt, 0, zsnr, "model")
     return zsnr
 
@@ -98,15 +95,12 @@ def controlnet() -> Graph:
     g = Graph()
     ckpt, page, pos, neg, sgim = _base(g, "MDIM/sgim_controlnet")
     zsnr = _zero_snr(g, ckpt)
-    loader = g.add(Node(8, "ControlNetLoader", (840, 440), [("CONTROL_NET", "CONTROL_NET")], [CONTROLNET],
-                        size=(320, 60)))
-    hint = g.add(Node(9, "LoadImage", (840, 820), [("IMAGE", "IMAGE"), ("MASK", "MASK")], [PAGE, "image"],
-                      size=(320, 360), title="Control image (e.g. line guide of the page)"))
-    apply = g.add(Node(11, "ControlNetApplyAdvanced", (840, 60), [("positive", "CONDITIONING"),
+    loader = g.add(Node(8, "ControlNetLoader", None, [("CONTROL_NET", "CONTROL_NET")], [CONTROLNET]))
+    hint = g.add(Node(9, "LoadImage", None, [("IMAGE", "IMAGE"), ("MASK", "MASK")], [PAGE, "image"], title="Control image (e.g. line guide of the page)"))
+    apply = g.add(Node(11, "ControlNetApplyAdvanced", None, [("positive", "CONDITIONING"),
                        ("negative", "CONDITIONING")], [0.8, 0.0, 0.8],
                        inputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                               ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")],
-                       size=(320, 190)))  # fmt: skip
+                               ("control_net", "CONTROL_NET"), ("image", "IMAGE"), ("vae", "VAE")]))  # fmt: skip
     g.link(zsnr, 0, sgim, "model")
     g.link(pos, 0, apply, "positive")
     g.link(neg, 0, apply, "negative")

@@ -22,17 +22,16 @@ def _common(g: Graph):
         Node(
             1,
             "CheckpointLoaderSimple",
-            (40, 200),
+            None,
             [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
             [CHECKPOINT],
-            size=(320, 100),
         )
     )
     zsnr = g.add(
         Node(
             2,
             "MDIM_ZeroSNRModel",
-            (400, 80),
+            None,
             [("MODEL", "MODEL")],
             ["v_prediction", 0.7, False],
             inputs=[("model", "MODEL")],
@@ -43,11 +42,10 @@ def _common(g: Graph):
         Node(
             3,
             "CLIPTextEncode",
-            (400, 260),
+            None,
             [("CONDITIONING", "CONDITIONING")],
             [POSITIVE],
             inputs=[("clip", "CLIP")],
-            size=(400, 160),
             title="Positive prompt",
         )
     )
@@ -55,15 +53,14 @@ def _common(g: Graph):
         Node(
             4,
             "CLIPTextEncode",
-            (400, 460),
+            None,
             [("CONDITIONING", "CONDITIONING")],
             [NEGATIVE],
             inputs=[("clip", "CLIP")],
-            size=(400, 160),
             title="Negative prompt",
         )
     )
-    latent = g.add(Node(5, "EmptyLatentImage", (400, 660), [("LATENT", "LATENT")], [512, 768, 1]))
+    latent = g.add(Node(5, "EmptyLatentImage", None, [("LATENT", "LATENT")], [512, 768, 1]))
     g.link(ckpt, 0, zsnr, "model")
     g.link(ckpt, 1, pos, "clip")
     g.link(ckpt, 1, neg, "clip")
@@ -75,15 +72,14 @@ def _decode_and_save(g: Graph, ckpt: Node, samples: Node, prefix: str) -> None:
         Node(
             20,
             "VAEDecode",
-            (1280, 200),
+            None,
             [("IMAGE", "IMAGE")],
             [],
             inputs=[("samples", "LATENT"), ("vae", "VAE")],
-            size=(220, 50),
         )
     )
     save = g.add(
-        Node(21, "SaveImage", (1540, 200), [], [prefix], inputs=[("images", "IMAGE")], size=(400, 480))
+        Node(21, "SaveImage", None, [], [prefix], inputs=[("images", "IMAGE")])
     )
     g.link(samples, 0, decode, "samples")
     g.link(ckpt, 2, decode, "vae")
@@ -97,7 +93,7 @@ def zero_snr_ksampler() -> Graph:
         Node(
             10,
             "KSampler",
-            (860, 200),
+            None,
             [("LATENT", "LATENT")],
             [1234, "fixed", 30, 7.0, "euler", "simple", 1.0],
             inputs=[
@@ -106,7 +102,6 @@ def zero_snr_ksampler() -> Graph:
                 ("negative", "CONDITIONING"),
                 ("latent_image", "LATENT"),
             ],
-            size=(320, 262),
         )
     )
     g.link(zsnr, 0, ks, "model")
@@ -124,22 +119,21 @@ def zero_snr_trailing_sigmas() -> Graph:
         Node(
             6,
             "MDIM_TrailingSigmas",
-            (860, 40),
+            None,
             [("SIGMAS", "SIGMAS")],
             [30, 1.0],
             inputs=[("model", "MODEL")],
-            size=(320, 110),
             title="MDIM Trailing Sigmas",
         )
     )
     sampler = g.add(
-        Node(7, "KSamplerSelect", (860, 190), [("SAMPLER", "SAMPLER")], ["euler"], size=(320, 60))
+        Node(7, "KSamplerSelect", None, [("SAMPLER", "SAMPLER")], ["euler"])
     )
     sc = g.add(
         Node(
             10,
             "SamplerCustom",
-            (860, 300),
+            None,
             [("output", "LATENT"), ("denoised_output", "LATENT")],
             [True, 1234, "fixed", 7.0],
             inputs=[
@@ -150,7 +144,6 @@ def zero_snr_trailing_sigmas() -> Graph:
                 ("sigmas", "SIGMAS"),
                 ("latent_image", "LATENT"),
             ],
-            size=(320, 260),
         )
     )
     g.link(zsnr, 0, sigmas, "model")

@@ -13,24 +13,28 @@ DPI and, for 16-bit grayscale PNG/TIFF, their bit depth.
   output exists and whose record matches; a changed source or changed settings redo the page.
 - A full disk stops the run at once with a clear message (what is written is kept; free space and
   re-run to resume). An output folder that cannot be written is refused before any work.
+
+The resumable running itself (manifest, skipping, workers, full disk) is :mod:`.volume`'s, shared
+with the ``clean`` and ``mask`` commands.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import errno
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..imaging import imageio
 from ..restore import cleanup
+from .volume import BatchReport, DiskFullError, Job, check_writable, run_jobs
+
+__all__ = ["BatchReport", "DiskFullError", "ModelSteps", "check_writable", "find_pages", "plan_outputs",
+           "process_page", "run_batch", "settings_key"]
 
 log = logging.getLogger("MDIM")
 
@@ -38,10 +42,6 @@ MANIFEST = ".mdim_restore.json"
 #: Output formats: "same" keeps each page's own format.
 OUTPUT_FORMATS = ("same", "png", "tiff", "jpeg", "webp")
 _EXT = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg", "webp": ".webp"}
-
-
-class DiskFullError(OSError):
-    """The output disk is full: the batch stops (what was written is kept)."""
 
 
 @dataclass(frozen=True)
@@ -92,24 +92,6 @@ class ModelSteps:
         return self.restore or self.text_removal
 
 
-@dataclass
-class BatchReport:
-    """What a batch did. ``failed``: (page, message) pairs. ``aborted``: why it stopped early, or None."""
-
-    total: int = 0
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    aborted: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        if self.aborted:
-            return 3
-        return 1 if self.failed else 0
-
-
 # ---------------------------------------------------------------------------------------------
 # planning
 
@@ -153,61 +135,11 @@ def plan_outputs(pages: list[Path], source: Path, out_dir: Path, fmt: str = "sam
     return pairs
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check a file can be written there (ValueError otherwise)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"output folder {str(folder)!r} cannot be created: {exc.strerror or exc}") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".mdim-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ValueError(f"output folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
-
-
 def settings_key(settings: cleanup.CleanupSettings, steps: ModelSteps | None, fmt: str) -> str:
     """A short hash of everything that changes an output page."""
     blob = json.dumps({"cleanup": settings.as_dict(), "steps": asdict(steps) if steps else None, "format": fmt},
                       sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def _source_stamp(page: Path) -> list[int]:
-    st = page.stat()
-    return [int(st.st_size), int(st.st_mtime_ns)]
-
-
-class Manifest:
-    """Records of finished pages in ``out_dir/.mdim_restore.json`` (written atomically)."""
-
-    def __init__(self, out_dir: Path):
-        self.path = out_dir / MANIFEST
-        self.pages: dict[str, dict] = {}
-        if self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text())
-                if isinstance(data, dict) and isinstance(data.get("pages"), dict):
-                    self.pages = data["pages"]
-            except (OSError, ValueError):
-                log.warning("[MDIM] %s is unreadable: finished pages will be redone", self.path)
-        self._last_write = 0.0
-
-    def finished(self, rel: str, page: Path, target: Path, key: str) -> bool:
-        rec = self.pages.get(rel)
-        return bool(rec and target.is_file() and rec.get("settings") == key and rec.get("source") == _source_stamp(page))
-
-    def record(self, rel: str, page: Path, key: str, seconds: float) -> None:
-        self.pages[rel] = {"settings": key, "source": _source_stamp(page), "seconds": round(seconds, 3)}
-
-    def save(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_write < 1.0:
-            return
-        data = json.dumps({"version": 1, "pages": self.pages}, indent=1, sort_keys=True).encode()
-        imageio.write_bytes_atomic(self.path, data)
-        self._last_write = now
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,75 +269,12 @@ def run_batch(
     source, out_dir = Path(source), Path(out_dir)
     pages = find_pages(source, recursive)
     pairs = plan_outputs(pages, source, out_dir, fmt)
-    check_writable(out_dir)
     key = settings_key(settings, steps, fmt)
-    manifest = Manifest(out_dir)
     root = source if source.is_dir() else source.parent
-    report = BatchReport(total=len(pairs))
-    todo = []
-    for page, target in pairs:
-        rel = page.relative_to(root).as_posix()
-        if not force and manifest.finished(rel, page, target, key):
-            report.skipped.append(rel)
-        else:
-            todo.append((rel, page, target))
-    t_start = time.perf_counter()
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
+    jobs = [Job(page.relative_to(root).as_posix(), page, target) for page, target in pairs]
+    return run_jobs(jobs, out_dir, key, _restore_job, (settings, steps), manifest_name=MANIFEST, workers=workers,
+                    force=force, progress=progress, desc="restore")
 
-        bar = tqdm(total=len(todo), unit="page", desc="restore", dynamic_ncols=True)
-        bar.set_postfix(failed=0)
 
-    def finish(rel, page, fut_or_result):
-        try:
-            seconds = fut_or_result() if callable(fut_or_result) else fut_or_result
-        except DiskFullError as exc:
-            report.aborted = (f"{exc.strerror}. {len(report.done)} page(s) of this run and every page written "
-                              f"before are complete and kept; free some space and run the same command again "
-                              f"to go on.")
-            return False
-        except Exception as exc:  # one bad page never stops the volume
-            message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-            report.failed.append((rel, message))
-            log.warning("[MDIM] %s skipped: %s", rel, message)
-        else:
-            report.done.append(rel)
-            manifest.record(rel, page, key, seconds)
-            try:
-                manifest.save()
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    report.aborted = "the disk is full (while saving the progress record); free some space and re-run"
-                    return False
-                raise
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(failed=len(report.failed))
-        return True
-
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for rel, page, target in todo:
-                if not finish(rel, page, lambda p=page, t=target: process_page(p, t, settings, steps)):
-                    break
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(process_page, page, target, settings, steps): (rel, page)
-                           for rel, page, target in todo}
-                for fut in cf.as_completed(futures):
-                    rel, page = futures[fut]
-                    if not finish(rel, page, fut.result):
-                        for other in futures:
-                            other.cancel()
-                        break
-    finally:
-        if bar is not None:
-            bar.close()
-        try:
-            manifest.save(force=True)
-        except OSError as exc:
-            log.warning("[MDIM] could not save %s: %s", manifest.path, exc)
-    report.seconds = time.perf_counter() - t_start
-    return report
+def _restore_job(job: Job, settings: cleanup.CleanupSettings, steps: ModelSteps | None) -> float:
+    return process_page(job.path, job.target, settings, steps)

@@ -13,6 +13,7 @@ SEED_LIMIT = 2**64
 PLAN_OPTIONS = ("halve", "fit")
 RUN_FRI_OPTIONS = ("auto", "always", "never")
 PAD_MODES = ("replicate", "reflect")
+FLAT_FILL_OPTIONS = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class SGIMConfig:
         prefill_strength: strength of the structure pass when the run is given a pre-filled
             page (``inpaint(..., prefill=...)``, e.g. a LaMa fill): it starts from the
             pre-filled content, noised to this fraction of the schedule, instead of pure noise.
+        flat_fill: ``"auto"``: a mask region whose surrounding ring is flat paper white or solid
+            black (text in a speech bubble) is filled with exactly that value and never sent to
+            the model (``mdim_core.inpaint.flatfill``); ``"off"``: every region goes to the model.
     """
 
     steps: int = 50
@@ -77,6 +81,7 @@ class SGIMConfig:
     fri_tile_overlap: int = 128
     structure_pass: bool = True
     prefill_strength: float = 0.75
+    flat_fill: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
         for name, lo in (
@@ -97,7 +102,9 @@ class SGIMConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) <= 1.0:
                 raise ValueError(f"{name}: expected a number in (0, 1], got {v!r}")
-        for name, allowed in (("plan", PLAN_OPTIONS), ("run_fri", RUN_FRI_OPTIONS), ("pad_mode", PAD_MODES)):
+        for name, allowed in (
+            ("plan", PLAN_OPTIONS), ("run_fri", RUN_FRI_OPTIONS), ("pad_mode", PAD_MODES), ("flat_fill", FLAT_FILL_OPTIONS),
+        ):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("limit_to_panel", "structure_pass"):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ..optional import require
 from ..sampling import schedule
 from .host import PassInfo, grey_fill, latent_cell_mask
 
@@ -77,7 +78,7 @@ def make_scheduler(
             None keeps what the config says (``rescale_betas_zero_snr``).
         allow_epsilon_zero_snr: accept epsilon-prediction with zero SNR (refused otherwise).
     """
-    import diffusers
+    diffusers = require("diffusers", "SGIM with a local diffusers model")
 
     if kind not in SCHEDULER_CHOICES:
         raise ValueError(f"scheduler: expected one of {', '.join(SCHEDULER_CHOICES)}, got {kind!r}")
@@ -324,8 +325,10 @@ def load_host(
 
     ``cfg_rescale`` None means 0.7 for a zero-SNR schedule and 0 otherwise.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    diffusers = require("diffusers", "SGIM with a local diffusers model")
+    transformers = require("transformers", "SGIM with a local diffusers model")
+    AutoencoderKL, UNet2DConditionModel = diffusers.AutoencoderKL, diffusers.UNet2DConditionModel
+    CLIPTextModel, CLIPTokenizer = transformers.CLIPTextModel, transformers.CLIPTokenizer
 
     root = check_model_dir(model_dir)
     sched_file = root / "scheduler" / "scheduler_config.json"

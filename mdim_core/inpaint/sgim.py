@@ -16,6 +16,10 @@ manga panel holding part of the mask: the thesis works panel by panel):
 3. composite in pixel space: the new pixels inside the mask (optionally feathered inside the
    mask), the input outside it, bit for bit.
 
+Before step 1, with ``flat_fill="auto"`` (the default), every mask region inside flat paper white or
+solid black (text in a speech bubble) is filled with exactly that value and never reaches the model
+(:mod:`.flatfill`): no grey tint in white bubbles, and fewer passes.
+
 Which crops each pass runs on is planned by :mod:`.plan`. With ``structure_pass=False`` only
 step 2 runs, from the image as it is (a low-strength pass in the page's style). The host's noise
 mask keeps the known region during both passes; the engine never grey-fills.
@@ -32,6 +36,7 @@ from ..imaging import checks, geometry, masks
 from ..imaging.compositing import composite, paste_into
 from ..imaging.geometry import offset_box
 from .config import SEED_LIMIT, SGIMConfig, check_seed
+from .flatfill import FlatRegion, flat_fill
 from .host import PassInfo, check_host
 from .plan import Crop, Frame, FRITile, plan
 
@@ -50,14 +55,20 @@ class SGIMResult:
         image: the composited result, ``[B, H, W, C]`` like the input (RGBA -> RGB).
         sgi_preview: the page with the (upscaled) SGI results pasted inside the mask: what the
             structure pass drew, before refinement. Built on first access (a page-sized copy).
-        frames: the plan that ran (empty when the mask was empty).
+            Regions that took the flat-fill shortcut are outlined in it (green on RGB pages, a
+            dashed grey line on grayscale ones).
+        frames: the plan that ran (empty when the mask was empty or all of it was flat-filled).
         jobs: every crop whose passes ran, in run order.
+        flat_regions: the mask regions filled flat, without the model (``FlatRegion``: batch row,
+            box, value, pixels).
     """
 
     def __init__(self, image: torch.Tensor, frames: list[Frame], base: torch.Tensor | None = None,
-                 parts: list | None = None, device: torch.device | None = None):
+                 parts: list | None = None, device: torch.device | None = None,
+                 flat_regions: list[FlatRegion] | None = None):
         self.image = image
         self.frames = frames
+        self.flat_regions = list(flat_regions or [])
         self.jobs = [c for f in frames for c in f.jobs]
         self._base = base
         self._parts = parts or []
@@ -68,6 +79,9 @@ class SGIMResult:
     def sgi_preview(self) -> torch.Tensor:
         if self._preview is None:
             page = self._base.clone()
+            for region in self.flat_regions:  # filled flat: that is the result there
+                y0, x0, y1, x1 = region.box
+                page[region.batch, y0:y1, x0:x1] = self.image[region.batch, y0:y1, x0:x1].to(page)
             for rows, frame, small, mask_f in self._parts:
                 for y0 in range(0, frame.size[0], PREVIEW_STRIP):  # strips: no page-sized float copy
                     y1 = min(frame.size[0], y0 + PREVIEW_STRIP)
@@ -78,6 +92,7 @@ class SGIMResult:
                     current = page[rows, y:yy, x:xx]
                     paste_into(page, composite(current, _to_channels(up, current.shape[-1]), mask_f[:, y0:y1]),
                                page_box, rows)
+            _outline(page, self.flat_regions)
             self._preview = page.to(self._device)
             self._base, self._parts = None, []
         return self._preview
@@ -85,6 +100,23 @@ class SGIMResult:
     @property
     def passes(self) -> int:
         return sum(f.passes for f in self.frames)
+
+
+def _outline(page: torch.Tensor, regions: list[FlatRegion], width: int = 2) -> None:
+    """Draw a box around each region into ``page`` (the preview's own copy): green on RGB pages, a dashed
+    grey line on grayscale ones (every other 4 px), just outside the region where there is room."""
+    h, w, c = page.shape[1:]
+    colour = torch.tensor([0.0, 0.85, 0.0] if c == 3 else [0.5], dtype=page.dtype)
+    for r in regions:
+        y0, x0, y1, x1 = r.box
+        y0, x0, y1, x1 = max(0, y0 - width), max(0, x0 - width), min(h, y1 + width), min(w, x1 + width)
+        edge = torch.zeros(y1 - y0, x1 - x0, dtype=torch.bool)
+        edge[:width], edge[-width:], edge[:, :width], edge[:, -width:] = True, True, True, True
+        if c == 1:
+            ys, xs = torch.meshgrid(torch.arange(y1 - y0), torch.arange(x1 - x0), indexing="ij")
+            edge &= ((ys + xs) // 4) % 2 == 0
+        view = page[r.batch, y0:y1, x0:x1]
+        view[edge] = colour
 
 
 def _to_channels(rgb: torch.Tensor, channels: int) -> torch.Tensor:
@@ -251,6 +283,19 @@ def inpaint(
     if not m.numpy().any():
         log.info("[MDIM] SGIM: the mask is empty, the image is returned unchanged")
         return SGIMResult(image=image, frames=[])
+    out, flat_regions = base, []
+    if config.flat_fill == "auto":
+        filled = flat_fill(base, m)
+        if filled.regions:
+            out, m, flat_regions = filled.image.detach().cpu(), filled.remaining, filled.regions
+            log.info("[MDIM] SGIM: %s", filled.summary())
+            for r in flat_regions[:20]:
+                log.info("[MDIM] SGIM: page %d, box %s (y0, x0, y1, x1): %d px filled with %s, no model pass",
+                         r.batch, r.box, r.pixels, "paper white" if min(r.value) > 0.5 else "solid black")
+            if len(flat_regions) > 20:
+                log.info("[MDIM] SGIM: ... and %d more flat-filled region(s)", len(flat_regions) - 20)
+        if not m.numpy().any():  # every region was flat: no model pass at all
+            return SGIMResult(image=out.to(device), frames=[], base=base, device=device, flat_regions=flat_regions)
 
     gray = base.float().mean(dim=-1) if config.limit_to_panel else None
     frames = plan((height, width), m, config, seed=seed, page_gray=gray)
@@ -268,10 +313,11 @@ def inpaint(
         + (" ..." if len(frames) > 4 else ""),
     )
 
-    out = base.clone()
+    out = out.clone() if out is base else out  # the engine's own copy (flat fill already made one)
     if prefill is not None:  # the working copy starts from the fill inside the mask
         fill = _to_channels(_rgb(prefill.detach().cpu().float().clamp(0.0, 1.0)), channels)
         out = composite(out, fill.expand(batch, -1, -1, -1), m)
     host.progress(0, runner.total)
     parts = [p for p in (runner.frame(frame, out) for frame in frames) if p is not None]
-    return SGIMResult(image=out.to(device), frames=frames, base=base, parts=parts, device=device)
+    return SGIMResult(image=out.to(device), frames=frames, base=base, parts=parts, device=device,
+                      flat_regions=flat_regions)

@@ -32,8 +32,10 @@ from .raster import (
     FocusLines,
     Layer,
     LineTone,
+    Shape,
     Union,
     clip_box,
+    coverage,
     draw_stroke,
     fill,
     fill_box,
@@ -42,13 +44,18 @@ from .raster import (
     stroke_coverage,
 )
 
-__all__ = ["SynthPage", "generate_page", "page_size", "PAPER_SIZES_MM", "MASK_KINDS"]
+__all__ = ["SynthPage", "generate_page", "page_size", "PAPER_SIZES_MM", "MASK_KINDS", "TEXT_STYLES",
+           "FREE_TEXT_MODES", "TRUTH_KINDS"]
 
 #: Paper sizes (width, height) in millimetres.
 PAPER_SIZES_MM = {"A4": (210.0, 297.0), "B5": (182.0, 257.0), "A5": (148.0, 210.0), "B6": (128.0, 182.0)}
 
 #: Names of the masks in :attr:`SynthPage.masks`.
 MASK_KINDS = ("text", "sfx", "wide", "box", "small")
+#: ``generate_page(text=...)`` and ``free_text=...`` options.
+TEXT_STYLES = ("cjk", "latin")
+FREE_TEXT_MODES = ("auto", "tone", "none")
+TRUTH_KINDS = ("bubble", "bubble_text", "free_text", "sfx", "bubble_text_mask", "free_text_mask")
 
 _MAX_PIXELS = 80_000_000
 
@@ -77,6 +84,12 @@ class SynthPage:
     seed: int
     tones: list[dict] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    #: With ``generate_page(truth=True)``, bool ``[H, W]`` maps: ``"bubble"`` bubble interiors (white,
+    #: inside the outline and its anti-aliased edge); ``"bubble_text"`` / ``"free_text"`` / ``"sfx"``
+    #: the pixels each kind changes (glyph ink with its anti-aliased edge; free text and SFX with their
+    #: white halo or outline); ``"bubble_text_mask"`` / ``"free_text_mask"`` the dilated masks of
+    #: bubble and free text (their union is ``masks["text"]``). Empty otherwise.
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def removable(self) -> np.ndarray:
@@ -104,11 +117,29 @@ def generate_page(
     size: str | tuple[int, int] = "A5",
     dpi: float = 300.0,
     masks: bool = True,
+    *,
+    text: str = "cjk",
+    free_text: str = "auto",
+    halo: bool = True,
+    truth: bool = False,
 ) -> SynthPage:
     """Generate a manga page from ``seed``; ``size`` is a paper size name or ``(H, W)`` pixels.
 
     ``masks=False`` skips the random inpainting masks (``wide``, ``box``, ``small`` are then empty).
+
+    Options for text detection benchmarks (the defaults give the pages every earlier version gave):
+
+    - ``text``: ``"cjk"`` kanji-like pseudo-glyphs, vertical or horizontal; ``"latin"`` capital
+      letters in words, centred horizontal lines (as English scanlations letter them);
+    - ``free_text``: ``"auto"`` free text over the artwork in some panels; ``"tone"`` free text in
+      every panel with a screentone background (text over screentone); ``"none"`` no free text;
+    - ``halo``: free text has a white outline (halo); ``False`` draws it straight over the art;
+    - ``truth``: fill :attr:`SynthPage.truth` with per-kind ground truth (see there).
     """
+    if text not in TEXT_STYLES:
+        raise ValueError(f"text must be one of {TEXT_STYLES}, got {text!r}")
+    if free_text not in FREE_TEXT_MODES:
+        raise ValueError(f"free_text must be one of {FREE_TEXT_MODES}, got {free_text!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not (isinstance(dpi, (int, float)) and 36 <= dpi <= 1200):
@@ -119,7 +150,7 @@ def generate_page(
     seq = np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF)
     layout_seq, mask_seq = seq.spawn(2)
     rng = np.random.default_rng(layout_seq)
-    r = _Renderer(h, w, float(dpi), rng)
+    r = _Renderer(h, w, float(dpi), rng, text=text, free_text=free_text, halo=bool(halo), truth=bool(truth))
     r.draw()
     m = {"text": r.text_mask, "sfx": r.sfx_mask}
     if masks:
@@ -134,13 +165,28 @@ def generate_page(
     meta = dict(seed=int(seed), size=[h, w], dpi=float(dpi), scenes=r.scenes, bubbles=r.n_bubbles,
                 free_text=r.n_free_text, sfx=r.n_sfx,
                 bubble_ellipses=[[round(b[k], 2) for k in ("cx", "cy", "a", "b")] for b in r.bubbles])
+    if (text, free_text, halo) != ("cjk", "auto", True):
+        meta.update(text=text, free_text_mode=free_text, halo=bool(halo))
     return SynthPage(page=r.page, clean=r.clean, masks=m, panels=r.panels, screentone=r.tone, dpi=float(dpi),
-                     seed=int(seed), tones=r.tones, metadata=meta)
+                     seed=int(seed), tones=r.tones, metadata=meta, truth=r.truth)
+
+
+class _Inset(Shape):
+    """A shape shrunk by ``inset`` px (its signed distance moved outward)."""
+
+    def __init__(self, shape: Shape, inset: float):
+        self.shape, self.inset, self.box = shape, float(inset), shape.box
+
+    def sdf(self, ys, xs):
+        return self.shape.sdf(ys, xs) + np.float32(self.inset)
 
 
 class _Renderer:
-    def __init__(self, h: int, w: int, dpi: float, rng: np.random.Generator):
+    def __init__(self, h: int, w: int, dpi: float, rng: np.random.Generator, text: str = "cjk",
+                 free_text: str = "auto", halo: bool = True, truth: bool = False):
         self.h, self.w, self.dpi, self.rng = h, w, dpi, rng
+        self.text_style, self.free_mode, self.halo = text, free_text, halo
+        self.truth = {k: np.zeros((h, w), bool) for k in TRUTH_KINDS} if truth else {}
         self.s = dpi / 300.0  # physical scale
         self.clean = np.ones((h, w), np.float32)
         self.tone = np.zeros((h, w), bool)
@@ -219,10 +265,14 @@ class _Renderer:
                 self.add_bubbles(p)
         # Free text over the artwork (thoughts, narration, hand lettering), outlined in white.
         free = []
-        for x0, y0, x1, y1 in self.panels:
+        for (x0, y0, x1, y1), scene in zip(self.panels, self.scenes):
             pw, ph = x1 - x0, y1 - y0
             g = rng.uniform(20, 30) * self.s
-            if rng.uniform() < 0.3 and min(pw, ph) > 6 * g:
+            if self.free_mode == "auto":
+                chance = 0.3
+            else:  # "tone": every screentone panel; "none": never (the draw keeps the layout of the page)
+                chance = 1.0 if self.free_mode == "tone" and scene["background"] in ("dots", "gradient", "lines") else 0.0
+            if rng.uniform() < chance and min(pw, ph) > 6 * g:
                 vertical = bool(rng.uniform() < 0.6)
                 lines, per = int(rng.integers(1, 3)), int(rng.integers(3, 7))
                 hw = (lines * g * 1.15 if vertical else per * g * 1.05) / 2
@@ -232,6 +282,8 @@ class _Renderer:
                     cy = y0 + rng.uniform(hh + 0.05 * ph, ph - hh - 0.05 * ph)
                     free.append(dict(cx=cx, cy=cy, hw=hw, hh=hh, glyph=g, vertical=vertical,
                                      seed=int(rng.integers(0, 2**31)), halo=rng.uniform(1.5, 3.0) * self.s))
+                    if not self.halo:
+                        free[-1]["halo"] = 0.0
         self.n_free_text = len(free)
         self.page = self.clean.copy()
         for b in self.bubbles + free:
@@ -359,6 +411,11 @@ class _Renderer:
             lw = rng.uniform(1.5, 3.0) * s
             lay = Layer(self.clean, self.page_box, self.tone)
             fill(lay, shape, 1.0, outline=lw, outline_paint=0.0)
+            if self.truth:  # the interior: white fill, no outline and none of its anti-aliased edge
+                cov = coverage(_Inset(shape, lw / 2 + 0.5), self.page_box)
+                if cov is not None:
+                    (by0, by1, bx0, bx1), inside = cov
+                    self.truth["bubble"][by0:by1, bx0:bx1] |= inside >= 0.5
             self.bubbles.append(dict(cx=cx, cy=cy, a=a, b=b, glyph=glyph, vertical=bool(rng.uniform() < 0.6),
                                      seed=int(rng.integers(0, 2**31))))
             self.n_bubbles += 1
@@ -372,15 +429,43 @@ class _Renderer:
             hw, hh = b["a"] * 0.62, b["b"] * 0.62
         halo = float(b.get("halo", 0.0))
         stroke_r = max(0.5, g * rng.uniform(0.035, 0.05))
-        pitch = g * 1.15
         lay = Layer(self.page, self.page_box, None)
         mg = g + halo + 2
         cov_box = (int(b["cy"] - hh - mg), int(b["cy"] + hh + mg), int(b["cx"] - hw - mg), int(b["cx"] + hw + mg))
         cov_box = clip_box(cov_box, self.page_box)
         if cov_box is None:
             return
+        if self.text_style == "latin":
+            placed = self._latin_glyphs(rng, b, g, hw, hh)
+        else:
+            placed = self._cjk_glyphs(rng, b, g, hw, hh)
         alpha = np.zeros((cov_box[1] - cov_box[0], cov_box[3] - cov_box[2]), np.float32)
         outer = np.zeros_like(alpha) if halo > 0 else None
+        for segs, gx, gy, gw, gh in placed:
+            m = stroke_r + halo + 2
+            gbox = clip_box((int(gy - m), int(math.ceil(gy + gh + m)), int(gx - m), int(math.ceil(gx + gw + m))), cov_box)
+            if gbox is None:
+                continue
+            sub = (slice(gbox[0] - cov_box[0], gbox[1] - cov_box[0]), slice(gbox[2] - cov_box[2], gbox[3] - cov_box[2]))
+            np.maximum(alpha[sub], segments_coverage(segs, stroke_r, gbox), out=alpha[sub])
+            if outer is not None:
+                np.maximum(outer[sub], segments_coverage(segs, stroke_r + halo, gbox), out=outer[sub])
+        if outer is not None:
+            paint_coverage(lay, cov_box, outer, 1.0)
+        paint_coverage(lay, cov_box, alpha, 0.0)
+        hit = (outer if outer is not None else alpha) > 0
+        radius = max(1, int(round(3 * self.s)))
+        self._mark(self.text_mask, cov_box, hit, radius)
+        if self.truth:
+            kind = "free_text" if "hw" in b else "bubble_text"
+            y0, y1, x0, x1 = cov_box
+            self.truth[kind][y0:y1, x0:x1] |= hit
+            self._mark(self.truth[kind + "_mask"], cov_box, hit, radius)
+
+    def _cjk_glyphs(self, rng, b, g, hw, hh):
+        """Kanji-like glyphs in columns (right to left) or rows: [(segments, x, y, width, height)]."""
+        placed = []
+        pitch = g * 1.15
         n_lines = max(1, int(2 * (hw if b["vertical"] else hh) // pitch))
         per_line = max(1, int(2 * (hh if b["vertical"] else hw) // (g * 1.05)))
         for li in range(n_lines):
@@ -393,20 +478,45 @@ class _Renderer:
                     gx = b["cx"] - hw + gi * g * 1.05
                     gy = b["cy"] - hh + li * pitch
                 segs = np.concatenate([np.concatenate([st[:-1], st[1:]], 1) for st in glyphs.text_glyph(rng)])
-                segs = segs * g + [gx, gy, gx, gy]
-                m = stroke_r + halo + 2
-                gbox = clip_box((int(gy - m), int(math.ceil(gy + g + m)), int(gx - m), int(math.ceil(gx + g + m))), cov_box)
-                if gbox is None:
-                    continue
-                sub = (slice(gbox[0] - cov_box[0], gbox[1] - cov_box[0]), slice(gbox[2] - cov_box[2], gbox[3] - cov_box[2]))
-                np.maximum(alpha[sub], segments_coverage(segs, stroke_r, gbox), out=alpha[sub])
-                if outer is not None:
-                    np.maximum(outer[sub], segments_coverage(segs, stroke_r + halo, gbox), out=outer[sub])
-        if outer is not None:
-            paint_coverage(lay, cov_box, outer, 1.0)
-        paint_coverage(lay, cov_box, alpha, 0.0)
-        hit = (outer if outer is not None else alpha) > 0
-        self._mark(self.text_mask, cov_box, hit, max(1, int(round(3 * self.s))))
+                placed.append((segs * g + [gx, gy, gx, gy], gx, gy, g, g))
+        return placed
+
+    def _latin_glyphs(self, rng, b, g, hw, hh):
+        """Capital letters in words on centred horizontal lines: [(segments, x, y, width, height)]."""
+        cap = 0.78 * g
+        gap, space, pitch = 0.2 * cap, 0.6 * cap, 1.35 * cap
+        n_lines = max(1, int(2 * hh // pitch))
+        lines = []
+        for _ in range(n_lines):
+            words, width = [], 0.0
+            for _ in range(12):
+                word = glyphs.latin_word(rng)
+                ww = sum(glyphs.LATIN[ch][0] * cap for ch in word) + gap * (len(word) - 1)
+                extra = ww + (space if words else 0.0)
+                if width + extra > 2 * hw:
+                    break
+                words.append(word)
+                width += extra
+            if not words:  # a short word always fits
+                words, width = ["!"], glyphs.LATIN["!"][0] * cap
+            lines.append((words, width))
+        placed = []
+        top = b["cy"] - len(lines) * pitch / 2 + (pitch - cap) / 2
+        for li, (words, width) in enumerate(lines):
+            x = b["cx"] - width / 2
+            y = top + li * pitch
+            for wi, word in enumerate(words):
+                if wi:
+                    x += space
+                for ci, ch in enumerate(word):
+                    if ci:
+                        x += gap
+                    cw, strokes = glyphs.latin_strokes(ch)
+                    segs = np.concatenate([np.concatenate([st[:-1], st[1:]], 1) for st in strokes])
+                    segs = segs * [cw * cap, cap, cw * cap, cap] + [x, y, x, y]
+                    placed.append((segs, x, y, cw * cap, cap))
+                    x += cw * cap
+        return placed
 
     def _mark(self, mask, box, hit, radius):
         """OR a dilated hit map into ``mask`` on ``box`` grown by ``radius``."""
@@ -458,3 +568,5 @@ class _Renderer:
         paint_coverage(lay, box, outer, 1.0 if black_fill else 0.0)
         paint_coverage(lay, box, inner, 0.0 if black_fill else 1.0)
         self._mark(self.sfx_mask, box, outer > 0, max(2, int(round(4 * s))))
+        if self.truth:
+            self.truth["sfx"][box[0] : box[1], box[2] : box[3]] |= outer > 0

@@ -126,11 +126,11 @@ def _oracle(model, x0_internal):
 
 
 @pytest.mark.parametrize("sampler_name", ["euler", "ddim", "dpmpp_2m"])
-@pytest.mark.parametrize("steps,denoise", [(10, 1.0), (30, 1.0), (50, 0.5)])
+@pytest.mark.parametrize("steps,denoise", [(10, 1.0), (30, 1.0), (25, 0.5)])
 def test_oracle_v_reproduces_x0_with_trailing_sigmas(sd15_model, sampler_name, steps, denoise):
     patched = schedule_nodes.patch_zero_snr(sd15_model, "v_prediction", 0.0)
     (sigmas,) = schedule_nodes.MDIMTrailingSigmas.execute(patched, steps, denoise).args
-    assert len(sigmas) == int(steps * denoise) + 1 and sigmas[-1] == 0
+    assert len(sigmas) == steps + 1 and sigmas[-1] == 0  # KSampler's rule: steps run, the tail of int(steps / denoise)
     if denoise == 1.0:
         assert abs(float(sigmas[0]) - 4518.76) < 0.01
     else:
@@ -147,6 +147,19 @@ def test_oracle_v_reproduces_x0_with_trailing_sigmas(sd15_model, sampler_name, s
     )
     scale = patched.model.latent_format.scale_factor
     assert torch.max(torch.abs(out.double() * scale - x0)).item() < 1e-3
+
+
+@pytest.mark.parametrize("steps,denoise", [(25, 1.0), (25, 0.5), (20, 0.4), (10, 0.8)])
+def test_trailing_sigmas_equal_core_basic_scheduler_simple_where_both_space_evenly(sd15_model, steps, denoise):
+    """Where 1000 / int(steps / denoise) is whole, 'simple' picks the trailing timesteps: the same SIGMAS as core
+    BasicScheduler(steps, denoise), which also runs the last ``steps`` of ``int(steps / denoise)``."""
+    import importlib
+
+    patched = schedule_nodes.patch_zero_snr(sd15_model, "v_prediction", 0.0)
+    (ours,) = schedule_nodes.MDIMTrailingSigmas.execute(patched, steps, denoise).args
+    core = importlib.import_module("comfy_extras.nodes_custom_sampler").BasicScheduler
+    (theirs,) = core.execute(patched, "simple", steps, denoise).args
+    assert theirs.shape == ours.shape and torch.allclose(theirs.float(), ours.float(), rtol=1e-6, atol=0)
 
 
 def test_oracle_with_ksampler_simple_scheduler(sd15_model):
@@ -238,7 +251,8 @@ def test_non_discrete_models_are_refused(sd15_model):
     "steps,denoise,match",
     [
         (0, 1.0, "steps must be"),
-        (1001, 1.0, "steps must be between 1 and 1000"),
+        (1001, 1.0, "more than the model's 1000 timesteps"),
+        (600, 0.5, "need a schedule of 1200 steps, more than the model's 1000 timesteps"),
         (10, 0.0, r"denoise must be in \(0, 1\]"),
         (10, 1.5, r"denoise must be in \(0, 1\]"),
     ],

@@ -183,21 +183,6 @@ def run_node(inprocess_comfy, inputs):
 # --------------------------------------------------------------------------- limit_to_panel
 
 
-def test_panel_page_plan_has_the_expected_frames(panel_page):
-    """Regions in A, in C, across the A|B gutter and in the gutter: four frames, gutter with the page."""
-    sgim, _ = _mods()
-    mask = mask_of(PAGE_HW, REGIONS.values())
-    inputs = node_inputs((None, None, None), (None, None), panel_page, mask, limit_to_panel=True)
-    frames, _ = planned(inputs)
-    boxes = sorted(f.box for f in frames)
-    ab = (PANEL_A[0], PANEL_A[1], PANEL_B[2], PANEL_B[3])
-    assert boxes == sorted([(0, 0, *PAGE_HW), PANEL_A, PANEL_C, ab])
-    shrunk = {f.box: f.shrunk for f in frames}
-    # the page (320 wide) and A|B (304 wide) shrink under 128; A (144 wide) and C (304 wide) too
-    assert all(shrunk.values())
-    assert all(isinstance(f, sgim.Frame) for f in frames)
-
-
 def _inside(box, frame):
     return frame[0] <= box[0] and frame[1] <= box[1] and box[2] <= frame[2] and box[3] <= frame[3]
 
