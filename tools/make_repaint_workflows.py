@@ -12,12 +12,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_sgim_workflows import CHECKPOINT, MASK, NEGATIVE, PAGE, POSITIVE, SGIM_INPUTS, SGIM_WIDGETS  # noqa: E402
 from workflow_builder import Graph, Node  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mdim_core.inpaint.config import FLAT_FILL_OPTIONS  # noqa: E402
+
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 # top, bottom, left, right, fill, feather, aspect, target_width, target_height, anchor
 OUTPAINT_WIDGETS = [0, 192, 0, 0, "paper", 0, "off", 0, 0, "center"]
 # jump_length, jump_n_sample, step
 REPAINT_WIDGETS = [10, 10, "ddpm"]
+
+
+def outpaint_sgim_widgets() -> list:
+    """SGIM's widgets with flat_fill (the last one) 'off': a new area is not text in a bubble, and 'auto'
+    would fill a band whose neighbouring rows are flat paper or ink (a panel border) with that value."""
+    widgets = list(SGIM_WIDGETS)
+    if widgets[-1] not in FLAT_FILL_OPTIONS:
+        raise ValueError(f"SGIM_WIDGETS no longer ends with flat_fill: {widgets[-1]!r}")
+    widgets[-1] = "off"
+    return widgets
 
 
 def _loader_and_prompts(g: Graph):
@@ -93,7 +106,7 @@ def outpaint() -> Graph:
             "MDIM_SGIMInpaint",
             (840, 60),
             [("image", "IMAGE"), ("sgi_preview", "IMAGE")],
-            list(SGIM_WIDGETS),
+            outpaint_sgim_widgets(),
             inputs=list(SGIM_INPUTS),
             size=(340, 640),
             title="MDIM SGIM Inpaint",

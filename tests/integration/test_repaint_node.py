@@ -77,7 +77,9 @@ def test_node_gives_a_sampler_and_checks_its_inputs(repaint_node, inprocess_comf
 
     (sampler,) = run(repaint_node, jump_length=10, jump_n_sample=10, step="ddpm")
     assert isinstance(sampler, comfy.samplers.KSAMPLER)
-    assert sampler.model_calls(30) == 210 and sampler.model_calls(1) == 1 and sampler.mdim_callbacks(30) == 210
+    assert (
+        sampler.model_calls(30) == 210 and sampler.model_calls(1) == 1 and sampler.mdim_callbacks(30) == 210
+    )
     with pytest.raises(ValueError, match="jump_length"):
         run(repaint_node, jump_length=0, jump_n_sample=10, step="ddpm")
     with pytest.raises(ValueError, match="step"):
@@ -331,7 +333,7 @@ def test_sgim_samples_both_passes_with_repaint(
         "negative": clip.encode_from_tokens_scheduled(clip.tokenize("color")), "vae": vae, "image": image,
         "mask": mask, "seed": 5, "steps": 6, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
         "sgi_max_side": 64, "fri_strength": 0.5, "fri_steps": 4, "context_margin": 16, "min_crop_side": 0,
-        "sampler": sampler,
+        "sampler": sampler, "flat_fill": "off",  # the test page's text sits in flat paper: 'auto' skips the model
     }  # fmt: skip
     seen = []
     comfy.sample.sample_custom = spy
