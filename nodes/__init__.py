@@ -24,6 +24,8 @@ NODE_MODULES = (
     "detector_nodes",
     "lama_nodes",
     "harmonize_nodes",
+    "repaint_nodes",
+    "outpaint_nodes",
 )
 
 

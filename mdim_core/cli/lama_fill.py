@@ -99,8 +99,8 @@ def _jobs(args) -> list[tuple[Path, Path, Path]]:
 
 
 def _load(args):
-    from ..inpaint import lama
     from ..device import resolve_device
+    from ..inpaint import lama
 
     config = lama.LamaConfig(max_side=args.max_side, context_margin=args.context_margin, grow_mask=args.grow_mask,
                              precision=args.precision)  # fmt: skip

@@ -46,6 +46,13 @@ def expected_sizes(prompt: dict, test_images: dict) -> set[tuple[int, int]]:
         if node["class_type"] in ("LoadImage", "LoadImageMask") and inputs.get("image") in test_images:
             height, width = test_images[inputs["image"]].shape[:2]
             sizes |= {(height, width), (height // 8 * 8, width // 8 * 8)}
+    for node in prompt.values():  # MDIM Outpaint Pad extends its input
+        if node["class_type"] == "MDIM_OutpaintPad":
+            from mdim_core.inpaint.outpaint import plan_padding
+
+            keys = ("top", "bottom", "left", "right", "aspect", "target_height", "target_width", "anchor")
+            plan = {k: node["inputs"][k] for k in keys}
+            sizes |= {plan_padding(size, **plan).size(size) for size in list(sizes)}
     return sizes
 
 
