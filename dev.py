@@ -1,6 +1,7 @@
 """Set-up-and-run helper for a fresh machine (standard library only).
 
-    python3 dev.py demo    # cleans the bundled old scan: samples/old_scan.png -> out/old_scan.png
+    python3 dev.py demo    # removes the text of the bundled raw page (samples/raw_page.png -> out/raw_page.png)
+                           # and cleans the bundled old scan (samples/old_scan.png -> out/old_scan.png)
     python3 dev.py test    # ruff + the test suite (what CI runs)
 
 On first use it creates ``.venv`` with torch and torchvision (``MDIM_TORCH_SPEC``, default
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
     py = ensure_env()
     try:
         if argv[0] == "demo":
+            run(py, "-m", "mdim_core", "clean", "samples/raw_page.png", "-o", "out/", "--save-masks")
             run(py, "-m", "mdim_core", "restore", "samples/old_scan.png", "-o", "out/")
         else:
             run(py, "-m", "ruff", "check", ".")

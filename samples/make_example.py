@@ -1,9 +1,14 @@
-"""Write ``samples/old_scan.png``: a generated manga page aged like an old yellowed scan.
+"""Write the bundled examples: ``samples/raw_page.png`` and ``samples/old_scan.png``.
 
-The page comes from the pack's page generator and aging simulator, so it is reproducible and free
-to ship: ``python samples/make_example.py`` rewrites the same file (``--docs`` also redraws the
-README's before/after picture, docs/images/restoration_before_after.jpg). It is the input of the README's
-first command, ``python -m mdim_core restore samples/old_scan.png -o out/``.
+- ``raw_page.png``: a generated manga page with its lettering (speech bubbles, free text), the input of
+  the README's first command, ``python3 dev.py demo``, which removes the text with
+  ``python -m mdim_core clean`` (automatic text mask, flat fill; no model needed);
+- ``old_scan.png``: a generated page aged like an old yellowed scan, cleaned by the same command with
+  ``python -m mdim_core restore``.
+
+Both come from the pack's page generator and aging simulator, so they are reproducible and free to ship:
+``python samples/make_example.py`` rewrites the same files (``--docs`` also redraws the README's
+before/after picture of the scan cleanup, docs/images/restoration_before_after.jpg).
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from mdim_core.synth import aging, generate_page  # noqa: E402
 SEED = 7
 DPI = 150  # small enough to ship (the cleanup is resolution independent)
 SIZE = (880, 622)  # px, an A-series page shape
+
+
+RAW_SEED = 11
+RAW_DPI = 200
+
+
+def make_raw(path: Path = HERE / "raw_page.png") -> Path:
+    """A page with its lettering, as a scanlator gets it (grayscale, 8 bits)."""
+    page = generate_page(RAW_SEED, size="A5", dpi=RAW_DPI, masks=False, text="latin").page
+    img = Image.fromarray(np.clip(page * 255 + 0.5, 0, 255).astype(np.uint8).squeeze())
+    img.save(path, dpi=(RAW_DPI, RAW_DPI), optimize=True)
+    return path
 
 
 def make(path: Path = HERE / "old_scan.png") -> Path:
@@ -57,6 +74,8 @@ def make_docs_pair(scan: Path = HERE / "old_scan.png",
 
 
 if __name__ == "__main__":
+    raw = make_raw()
+    print(f"wrote {raw} ({raw.stat().st_size // 1024} KiB)")
     out = make()
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
     if "--docs" in sys.argv:
