@@ -278,17 +278,9 @@ def run(args: argparse.Namespace) -> int:
     pages = {**report.results}
     flat = sum(r.get("flat", 0) for r in pages.values())
     left = {rel: r["left"] for rel, r in pages.items() if r.get("left")}
-    parts = [f"{len(report.done)} page(s) cleaned"]
-    if report.skipped:
-        parts.append(f"{len(report.skipped)} already done (skipped)")
-    if report.failed:
-        parts.append(f"{len(report.failed)} failed")
-    print(f"{', '.join(parts)} -> {args.output} ({report.seconds:.1f} s); {flat} region(s) filled flat without a model")
-    for name, message in report.failed:
-        print(f"  failed: {name}: {message}", file=sys.stderr)
+    print(report.summary("page(s) cleaned", args.output, f"; {flat} region(s) filled flat without a model"))
     if left:
         print(f"{sum(left.values())} region(s) on {len(left)} page(s) were not flat and stay as they are (no --model given); "
               f"they are listed in {out_dir / REPORT}. Give --model DIR to repaint them with SGIM.")
-    if report.aborted:
-        print(f"stopped: {report.aborted}", file=sys.stderr)
+    report.print_problems(sys.stderr)
     return report.exit_code

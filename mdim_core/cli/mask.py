@@ -51,14 +51,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    parts = [f"{len(report.done)} mask(s) written"]
-    if report.skipped:
-        parts.append(f"{len(report.skipped)} already done (skipped)")
-    if report.failed:
-        parts.append(f"{len(report.failed)} failed")
-    print(f"{', '.join(parts)} -> {args.output} ({report.seconds:.1f} s)")
-    for name, message in report.failed:
-        print(f"  failed: {name}: {message}", file=sys.stderr)
-    if report.aborted:
-        print(f"stopped: {report.aborted}", file=sys.stderr)
+    print(report.summary("mask(s) written", args.output))
+    report.print_problems(sys.stderr)
     return report.exit_code

@@ -76,14 +76,6 @@ def run(args: argparse.Namespace) -> int:
                                  sgim_options=(("sgi_max_side", args.sgi_max_side),))
     report = batch.run_batch(args.input, args.output, settings, workers=args.workers, fmt=args.format,
                              recursive=args.recursive, force=args.force, steps=steps, progress=not args.quiet)
-    parts = [f"{len(report.done)} page(s) restored"]
-    if report.skipped:
-        parts.append(f"{len(report.skipped)} already done (skipped)")
-    if report.failed:
-        parts.append(f"{len(report.failed)} failed")
-    print(f"{', '.join(parts)} -> {args.output} ({report.seconds:.1f} s)")
-    for name, message in report.failed:
-        print(f"  failed: {name}: {message}", file=sys.stderr)
-    if report.aborted:
-        print(f"stopped: {report.aborted}", file=sys.stderr)
+    print(report.summary("page(s) restored", args.output))
+    report.print_problems(sys.stderr)
     return report.exit_code

@@ -68,6 +68,22 @@ class BatchReport:
             return 3
         return 1 if self.failed else 0
 
+    def summary(self, what: str, output, extra: str = "") -> str:
+        """The run's one-line summary, e.g. ``3 page(s) cleaned, 1 failed -> out/ (2.1 s)`` (+ ``extra``)."""
+        parts = [f"{len(self.done)} {what}"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already done (skipped)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return f"{', '.join(parts)} -> {output} ({self.seconds:.1f} s){extra}"
+
+    def print_problems(self, file) -> None:
+        """Every failed page with its reason, then why the run stopped early (if it did), to ``file``."""
+        for name, message in self.failed:
+            print(f"  failed: {name}: {message}", file=file)
+        if self.aborted:
+            print(f"stopped: {self.aborted}", file=file)
+
 
 @dataclass(frozen=True)
 class Job:
