@@ -106,3 +106,29 @@ def test_cli_keeps_bit_depth_and_colour_outside_the_mask(kind, model_dir, tmp_pa
     hole = mask > 0
     assert np.array_equal(result[~hole], page[~hole])
     assert not np.array_equal(result[hole], page[hole])
+
+
+def test_cli_prefill_and_flat_fill(model_dir, tmp_path):
+    """A white page with text: flat fill takes it with no model pass (--flat-fill auto); off sends it to the
+    model; a --prefill page must have the page's size."""
+    page = np.full((64, 96), 255, np.uint8)
+    page[20:30, 20:60] = 0  # lettering on white paper
+    mask = np.zeros((64, 96), np.uint8)
+    mask[18:32, 18:62] = 255
+    page_path, mask_path = tmp_path / "page.png", tmp_path / "mask.png"
+    Image.fromarray(page).save(page_path)
+    Image.fromarray(mask).save(mask_path)
+    args = ["inpaint", str(page_path), str(mask_path), "--model", str(model_dir), *FAST, "-q"]
+    assert main([*args, "-o", str(tmp_path / "auto.png")]) == 0
+    auto = np.array(Image.open(tmp_path / "auto.png"))
+    assert (auto == 255).all()  # the text became paper, exactly
+    assert main([*args, "-o", str(tmp_path / "off.png"), "--flat-fill", "off"]) == 0
+    off = np.array(Image.open(tmp_path / "off.png"))
+    assert np.array_equal(off[mask == 0], page[mask == 0]) and not (off == 255).all()  # the tiny model drew there
+    fill = tmp_path / "fill.png"
+    Image.fromarray(np.full((64, 96), 128, np.uint8)).save(fill)
+    assert main([*args, "-o", str(tmp_path / "pre.png"), "--flat-fill", "off", "--prefill", str(fill)]) == 0
+    pre = np.array(Image.open(tmp_path / "pre.png"))
+    assert np.array_equal(pre[mask == 0], page[mask == 0]) and not np.array_equal(pre, off)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(fill)
+    assert main([*args, "-o", str(tmp_path / "bad.png"), "--prefill", str(fill)]) == 2

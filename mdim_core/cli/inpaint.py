@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-margin", type=int, default=d.context_margin, help="context pixels around each region, in the pixels of each pass (default: %(default)s)")
     parser.add_argument("--min-crop-side", type=int, default=d.min_crop_side, help="smallest crop side (default: %(default)s)")
     parser.add_argument("--limit-to-panel", action="store_true", help="work panel by panel: each panel shrunk on its own, crops kept inside it")
+    parser.add_argument("--flat-fill", choices=("auto", "off"), default=d.flat_fill, help="auto: regions inside flat white paper or solid black are filled with it, without the model (default: %(default)s)")
+    parser.add_argument("--prefill", default=None, help="a pre-filled page (e.g. from lama-fill): the structure pass starts from it inside the mask")
+    parser.add_argument("--prefill-strength", type=float, default=d.prefill_strength, help="denoise of the structure pass with --prefill (default: %(default)s)")
     parser.add_argument("--scheduler", choices=("auto", "ddim", "euler", "dpmpp_2m"), default="auto", help="sampler (default: the model's own)")
     parser.add_argument("--prediction", choices=("auto", "v_prediction", "epsilon"), default="auto", help="what the UNet predicts (default: the model's scheduler config)")
     parser.add_argument("--zero-snr", choices=("auto", "on", "off"), default="auto", help="zero-terminal-SNR schedule with trailing steps (default: the model's config)")
@@ -74,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         context_margin=args.context_margin,
         min_crop_side=args.min_crop_side,
         limit_to_panel=args.limit_to_panel,
+        flat_fill=args.flat_fill,
+        prefill_strength=args.prefill_strength,
     )
     page = imageio.read_page(args.page)
     channels = page.pixels.shape[2]
@@ -82,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     mask_pixels = imageio.read_page(args.mask).pixels
     image = torch.from_numpy(page.pixels)[None]  # [1, H, W, C]
     mask = torch.from_numpy(mask_pixels.mean(axis=-1))[None]  # [1, h, w]
+    prefill = None
+    if args.prefill:
+        fill = imageio.read_page(args.prefill).pixels
+        if fill.shape[:2] != page.pixels.shape[:2]:
+            raise ValueError(f"prefill: {args.prefill} is {fill.shape[1]}x{fill.shape[0]} px, expected the page's "
+                             f"{page.width}x{page.height}")
+        prefill = torch.from_numpy(fill)[None]
     device = resolve_device(args.device)
     dtype = torch.float16 if args.fp16 else torch.float32
     bar = None if args.quiet else tqdm(total=1, unit="step", desc="SGIM", dynamic_ncols=True)
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         on_progress=on_progress,
     )
     try:
-        result = sgim.inpaint(host, image, mask, seed=args.seed, config=config)
+        result = sgim.inpaint(host, image, mask, seed=args.seed, config=config, prefill=prefill)
     finally:
         if bar is not None:
             bar.close()
