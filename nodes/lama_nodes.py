@@ -20,6 +20,7 @@ import spandrel  # noqa: F401 - the LaMa network comes from spandrel: no spandre
 from comfy_api.latest import io
 
 from ..mdim_core.inpaint import lama as lama_core
+from ..mdim_core.weight_files import WEIGHT_EXTENSIONS
 from .model_folders import full_path, model_files, register_model_folder
 
 log = logging.getLogger("MDIM")
@@ -27,13 +28,13 @@ log = logging.getLogger("MDIM")
 FOLDERS = ("inpaint", "mdim")
 LamaType = io.Custom("MDIM_LAMA")
 
-register_model_folder("inpaint", lama_core.WEIGHT_EXTENSIONS)
-register_model_folder("mdim", lama_core.WEIGHT_EXTENSIONS)  # shared with other families: lists are filtered
+register_model_folder("inpaint", WEIGHT_EXTENSIONS)
+register_model_folder("mdim", WEIGHT_EXTENSIONS)  # shared with other families: lists are filtered
 
 
 def _files() -> list[str]:
     """LaMa-format files of models/inpaint and models/mdim (the latter also holds other families' files)."""
-    return [f for f in model_files(*FOLDERS) if f.lower().endswith(lama_core.WEIGHT_EXTENSIONS)]
+    return [f for f in model_files(*FOLDERS) if f.lower().endswith(WEIGHT_EXTENSIONS)]
 
 
 class LamaHandle:
@@ -97,7 +98,7 @@ class MDIMLamaLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        known = isinstance(model_name, str) and model_name.lower().endswith(lama_core.WEIGHT_EXTENSIONS)
+        known = isinstance(model_name, str) and model_name.lower().endswith(WEIGHT_EXTENSIONS)
         path = full_path(model_name, *FOLDERS) if known else None
         if path is None:
             raise ValueError(f"model_name: {model_name!r} is not in models/inpaint or models/mdim")

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from mdim_core.imaging import geometry, masks
 from mdim_core.inpaint import lama
+from mdim_core.weight_files import read_weights
 
 needs_spandrel = pytest.mark.skipif(importlib.util.find_spec("spandrel") is None, reason="spandrel is not installed")
 
@@ -329,7 +330,7 @@ def test_pickles_with_code_are_refused_without_running_it(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model.1.bn_l.running_mean": torch.zeros(2), "payload": _Touch(marker)}, path)
     with pytest.raises(ValueError, match="besides weights"):
-        lama.read_weights(path)
+        read_weights(path)
     assert not marker.exists()
 
 
@@ -341,14 +342,14 @@ def test_torchscript_archive_with_code_objects_is_refused(tmp_path):
         z.writestr("evil/data.pkl", pickle.dumps(_Touch(marker), protocol=2))
         z.writestr("evil/version", "3\n")
     with pytest.raises(ValueError, match="would run code"):
-        lama.read_weights(path)
+        read_weights(path)
     assert not marker.exists()
     # a module object called with arguments (nothing TorchScript writes): refused, not a crash
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("odd/constants.pkl", pickle.dumps(()))
         z.writestr("odd/data.pkl", b"\x80\x02c__torch__.m\nM\n(K\x01tR.")
     with pytest.raises(ValueError, match="would run code"):
-        lama.read_weights(path)
+        read_weights(path)
 
 
 class _Small(torch.nn.Module):
@@ -370,7 +371,7 @@ def test_torchscript_weights_equal_torch_jit_load(tmp_path):
         for t in list(net.parameters()) + [net.bn.running_mean, net.bn.running_var]:
             t.copy_(torch.rand(t.shape, generator=g))
     reference = traced(net, tmp_path / "small.pt", size=16)
-    got = lama.read_weights(tmp_path / "small.pt")
+    got = read_weights(tmp_path / "small.pt")
     assert sorted(got) == sorted(reference)
     for k, v in reference.items():
         assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
@@ -378,16 +379,16 @@ def test_torchscript_weights_equal_torch_jit_load(tmp_path):
 
 def test_unknown_files_and_extensions(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        lama.read_weights(tmp_path / "missing.safetensors")
+        read_weights(tmp_path / "missing.safetensors")
     (tmp_path / "x.onnx").write_bytes(b"\0")
     with pytest.raises(ValueError, match="expected one of"):
-        lama.read_weights(tmp_path / "x.onnx")
+        read_weights(tmp_path / "x.onnx")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="safetensors"):
-        lama.read_weights(tmp_path / "bad.safetensors")
+        read_weights(tmp_path / "bad.safetensors")
     save_file({"up.weight": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="no LaMa generator"):
-        lama.lama_state_dict(lama.read_weights(tmp_path / "other.safetensors"), "other.safetensors")
+        lama.lama_state_dict(read_weights(tmp_path / "other.safetensors"), "other.safetensors")
 
 
 def test_state_dict_layouts_map_to_spandrel_names():
@@ -478,4 +479,4 @@ def test_weights_of_a_truncated_zip_are_refused(tmp_path):
     torch.save({"model.model.1.bn_l.running_mean": torch.zeros(3)}, buf)
     (tmp_path / "cut.pth").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(ValueError, match="cut.pth"):
-        lama.read_weights(tmp_path / "cut.pth")
+        read_weights(tmp_path / "cut.pth")
