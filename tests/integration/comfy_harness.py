@@ -131,7 +131,7 @@ def start_server(
     extra_args: tuple[str, ...] = (),
 ) -> ComfyServer:
     """Start ``main.py --cpu`` on 127.0.0.1:port with ``base_dir`` and wait for /object_info."""
-    base_dir = Path(base_dir)
+    base_dir = Path(base_dir).resolve()
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models/checkpoints"):
         (base_dir / sub).mkdir(parents=True, exist_ok=True)  # main.py requires custom_nodes/
     log_path = base_dir / "server.log"
@@ -155,7 +155,8 @@ def start_server(
     env["PYTHONUNBUFFERED"] = "1"
     log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
     process = subprocess.Popen(
-        cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env
+        cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     log_file.close()
     atexit.register(_terminate, process)  # never leave a server behind, even if teardown is skipped
@@ -169,8 +170,11 @@ def start_server(
                 f"ComfyUI exited with {process.returncode} during start-up:\n{server.log_tail()}"
             )
         try:
-            server.object_info()
-            return server
+            # Another program may answer on this port (a server started elsewhere on the same port, before
+            # ours fails to bind it): only the server started with this base directory counts.
+            if is_own_server(server, port):
+                server.object_info()
+                return server
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             pass
         if time.monotonic() > deadline:
@@ -179,6 +183,38 @@ def start_server(
                 f"ComfyUI did not answer /object_info in {startup_timeout:.0f}s:\n{server.log_tail()}"
             )
         time.sleep(1.0)
+
+
+def is_own_server(server: ComfyServer, port: int) -> bool:
+    """True when the server answering at ``server.url`` is the one :func:`start_server` launched: its
+    ``/system_stats`` command line names this base directory and port, and our process is still running.
+
+    Raises ``URLError``/``ConnectionError`` while nothing answers yet.
+    """
+    stats = server.get_json("/system_stats", timeout=10.0)
+    argv = [str(a) for a in stats.get("system", {}).get("argv", [])]
+    ours = _arg(argv, "--base-directory") == str(server.base_dir) and _arg(argv, "--port") == str(port)
+    return ours and server.process.poll() is None
+
+
+def _arg(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM when the test process dies, even when killed without cleanup."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_server(server: ComfyServer) -> None:
