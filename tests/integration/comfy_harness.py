@@ -98,12 +98,23 @@ class ComfyServer:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
-            raise PromptError(f"POST {path} -> HTTP {exc.code}: {body}") from None
+            try:
+                answer = json.loads(body)
+            except ValueError:
+                answer = None
+            node_errors = answer.get("node_errors") if isinstance(answer, dict) else None
+            raise PromptError(f"POST {path} -> HTTP {exc.code}: {body}", node_errors=node_errors or None,
+                              answer=answer) from None
 
     def object_info(self) -> dict:
         if self._object_info is None:
             self._object_info = self.get_json("/object_info", timeout=120.0)
         return self._object_info
+
+    def version(self) -> tuple[int, ...]:
+        """The host's ComfyUI version, e.g. ``(0, 28, 0)`` (from ``/system_stats``)."""
+        text = self.get_json("/system_stats")["system"]["comfyui_version"]
+        return tuple(int(part) for part in text.split("-")[0].split(".")[:3])
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,7 +130,19 @@ class ComfyServer:
 
 
 class PromptError(RuntimeError):
-    """The server rejected a prompt or its execution failed."""
+    """The server rejected a prompt or its execution failed.
+
+    ``node_errors``: the validation errors of a rejected prompt (node id -> errors), else None;
+    ``error``: the ``execution_error`` message of a failed run (``node_id``, ``node_type``,
+    ``exception_type``, ``exception_message``, ``traceback``...), else None; ``status``: its history status.
+    """
+
+    def __init__(self, message: str, *, node_errors=None, error=None, status=None, answer=None):
+        super().__init__(message)
+        self.node_errors = node_errors
+        self.error = error
+        self.status = status
+        self.answer = answer
 
 
 def start_server(
@@ -239,6 +262,22 @@ def import_failures(log_text: str) -> list[str]:
     return [line for line in log_text.splitlines() if "IMPORT FAILED" in line and "custom_nodes" in line]
 
 
+def tracebacks(log_text: str) -> list[str]:
+    """The Python tracebacks in a host log, each up to and including its exception line."""
+    blocks, current = [], None
+    for line in log_text.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line and not line[0].isspace():  # the exception line ends the traceback
+                blocks.append("\n".join(current))
+                current = None
+    if current is not None:
+        blocks.append("\n".join(current))
+    return blocks
+
+
 # --------------------------------------------------------------------------- prompts
 
 
@@ -250,7 +289,8 @@ def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 300.0) -> dic
     client_id = uuid.uuid4().hex
     answer = server.post_json("/prompt", {"prompt": prompt, "client_id": client_id})
     if answer.get("node_errors"):
-        raise PromptError(f"prompt rejected: {json.dumps(answer['node_errors'], indent=1)}")
+        raise PromptError(f"prompt rejected: {json.dumps(answer['node_errors'], indent=1)}",
+                          node_errors=answer["node_errors"], answer=answer)
     prompt_id = answer["prompt_id"]
     deadline = time.monotonic() + timeout
     while True:
@@ -262,7 +302,8 @@ def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 300.0) -> dic
                 messages = [m for m in status.get("messages", []) if m[0] == "execution_error"]
                 detail = json.dumps(messages, indent=1) if messages else json.dumps(status, indent=1)
                 raise PromptError(
-                    f"prompt {prompt_id} failed: {detail}\n--- server log ---\n{server.log_tail(40)}"
+                    f"prompt {prompt_id} failed: {detail}\n--- server log ---\n{server.log_tail(40)}",
+                    error=messages[0][1] if messages else None, status=status,
                 )
             return entry.get("outputs", {})
         if server.process.poll() is not None:
