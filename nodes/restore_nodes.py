@@ -17,6 +17,7 @@ from comfy_api.latest import io
 
 from ..mdim_core.imaging import checks
 from ..mdim_core.restore import cleanup
+from .host_compat import HOST_VERSION, LOAD_IMAGE_WHITENS_16_BIT
 
 log = logging.getLogger("MDIM")
 
@@ -27,9 +28,10 @@ WHITE_WARNING = 0.995  # share of pure-white pixels above which a page is taken 
 def _warn_flat_pages(image: torch.Tensor) -> None:
     """Log a warning for pages that are (almost) all white or one flat value: usually a loading problem.
 
-    ComfyUI's Load Image reads 16-bit grayscale PNG/TIFF scans (mode I;16) as an all-white page
-    (only values below 256 of 65535 keep any darkness), so the cleaned page is white too. The pixels
-    are left as they are; the warning names the cause and the fix.
+    ComfyUI's Load Image before 0.21 (verified on 0.8.0) reads 16-bit grayscale PNG/TIFF scans (mode I;16)
+    as an all-white page (only values below 256 of 65535 keep any darkness), so the cleaned page is white
+    too; newer hosts (verified on 0.28.0) read them correctly. The pixels are left as they are; the warning
+    names the likely cause on this host and the fix.
     """
     rgb = image[..., :3]
     white = (rgb == 1.0).all(dim=-1).flatten(1).float().mean(dim=1)
@@ -37,17 +39,25 @@ def _warn_flat_pages(image: torch.Tensor) -> None:
     lo, hi = flat.amin(dim=1), flat.amax(dim=1)
     whites = [i + 1 for i in range(len(flat)) if white[i] >= WHITE_WARNING]
     flats = [(i + 1, float(hi[i])) for i in range(len(flat)) if lo[i] == hi[i] and white[i] < WHITE_WARNING]
-    if whites:
+    if whites and LOAD_IMAGE_WHITENS_16_BIT:
         log.warning(
             "[MDIM] Scan Cleanup: image page(s) %s of %d are all or almost all white, so the cleaned page is "
-            "white too. ComfyUI's Load Image turns 16-bit grayscale PNG/TIFF scans (mode I;16) into a white "
-            "page: convert the scan to 8-bit first, or clean it with `python -m mdim_core restore`, which "
-            "reads 16-bit scans.", _list(whites), len(flat))
+            "white too. ComfyUI's Load Image before 0.21 (this is %s) turns 16-bit grayscale PNG/TIFF scans "
+            "(mode I;16) into a white page: convert the scan to 8-bit first, update ComfyUI, or clean it with "
+            "`python -m mdim_core restore`, which reads 16-bit scans.", _list(whites), len(flat), _host_name())
+    elif whites:
+        log.warning(
+            "[MDIM] Scan Cleanup: image page(s) %s of %d are all or almost all white, so the cleaned page is "
+            "white too: check the node that feeds image.", _list(whites), len(flat))
     if flats:
         log.warning(
             "[MDIM] Scan Cleanup: image page(s) %s of %d are one flat value (%s) with no ink: check the node "
             "that feeds image.", _list([i for i, _ in flats]), len(flat),
             ", ".join(f"{v:.3g}" for _, v in flats[:10]))
+
+
+def _host_name() -> str:
+    return "ComfyUI " + ".".join(map(str, HOST_VERSION)) if HOST_VERSION else "an older ComfyUI"
 
 
 def _list(pages: list[int]) -> str:

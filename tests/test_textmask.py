@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
+from tiny_detector import tiny_detector
 
 from mdim_core.restore import cleanup
 from mdim_core.synth import aging, generate_page
@@ -171,48 +172,6 @@ def test_find_text_refines_a_rough_mask_instead_of_detecting():
 # --------------------------------------------------------------------------- the ONNX detector
 
 
-def _tiny_detector(path: Path, boxes_norm: np.ndarray, labels: np.ndarray) -> Path:
-    """An ONNX graph with the RT-DETR comic detector's signature: scores = mean of the input image,
-    boxes = normalised xyxy constants x (w, h, w, h) of orig_target_sizes, labels constant."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    k = len(labels)
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Unsqueeze", ["mean", "ax1"], ["mean2"]),
-        helper.make_node("Mul", ["mean2", "ones"], ["scores"]),
-        helper.make_node("Cast", ["orig_target_sizes"], ["sizes_f"], to=TensorProto.FLOAT),
-        helper.make_node("Concat", ["sizes_f", "sizes_f"], ["whwh"], axis=1),
-        helper.make_node("Unsqueeze", ["whwh", "ax1"], ["whwh3"]),
-        helper.make_node("Mul", ["whwh3", "nboxes"], ["boxes"]),
-        helper.make_node("Mul", ["scores", "zero"], ["zeros"]),
-        helper.make_node("Add", ["zeros", "flabels"], ["labels_f"]),
-        helper.make_node("Cast", ["labels_f"], ["labels"], to=TensorProto.INT64),
-    ]
-    inits = [
-        helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
-        helper.make_tensor("ones", TensorProto.FLOAT, [1, k], [1.0] * k),
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("nboxes", TensorProto.FLOAT, [1, k, 4], boxes_norm.astype(np.float32).ravel().tolist()),
-        helper.make_tensor("flabels", TensorProto.FLOAT, [1, k], labels.astype(np.float32).tolist()),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny_comic_detector",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 640, 640]),
-         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, ["N", 2])],
-        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", k]),
-         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", k, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_preprocess_stretches_rgb_to_640_and_gives_width_height():
     page = np.zeros((300, 200, 3), np.uint8)
     page[..., 0] = 255  # red
@@ -243,7 +202,7 @@ def test_tiny_onnx_detector_end_to_end(tmp_path):
     h, w = page.shape
     # a text_bubble box around the text, a bubble box, a text_free box on empty paper
     norm = np.array([[60 / w, 60 / h, 200 / w, 140 / h], [20 / w, 20 / h, 240 / w, 180 / h], [0.0, 0.9, 0.2, 0.99]])
-    path = _tiny_detector(tmp_path / "tiny.onnx", norm, np.array([1, 0, 2]))
+    path = tiny_detector(tmp_path / "tiny.onnx", norm, np.array([1, 0, 2]))
     det = TextDetector(path, threshold=0.0)
     found = det.detect(page)
     images, _ = preprocess(page)

@@ -98,12 +98,23 @@ class ComfyServer:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
-            raise PromptError(f"POST {path} -> HTTP {exc.code}: {body}") from None
+            try:
+                answer = json.loads(body)
+            except ValueError:
+                answer = None
+            node_errors = answer.get("node_errors") if isinstance(answer, dict) else None
+            raise PromptError(f"POST {path} -> HTTP {exc.code}: {body}", node_errors=node_errors or None,
+                              answer=answer) from None
 
     def object_info(self) -> dict:
         if self._object_info is None:
             self._object_info = self.get_json("/object_info", timeout=120.0)
         return self._object_info
+
+    def version(self) -> tuple[int, ...]:
+        """The host's ComfyUI version, e.g. ``(0, 28, 0)`` (from ``/system_stats``)."""
+        text = self.get_json("/system_stats")["system"]["comfyui_version"]
+        return tuple(int(part) for part in text.split("-")[0].split(".")[:3])
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,7 +130,19 @@ class ComfyServer:
 
 
 class PromptError(RuntimeError):
-    """The server rejected a prompt or its execution failed."""
+    """The server rejected a prompt or its execution failed.
+
+    ``node_errors``: the validation errors of a rejected prompt (node id -> errors), else None;
+    ``error``: the ``execution_error`` message of a failed run (``node_id``, ``node_type``,
+    ``exception_type``, ``exception_message``, ``traceback``...), else None; ``status``: its history status.
+    """
+
+    def __init__(self, message: str, *, node_errors=None, error=None, status=None, answer=None):
+        super().__init__(message)
+        self.node_errors = node_errors
+        self.error = error
+        self.status = status
+        self.answer = answer
 
 
 def start_server(
@@ -131,7 +154,7 @@ def start_server(
     extra_args: tuple[str, ...] = (),
 ) -> ComfyServer:
     """Start ``main.py --cpu`` on 127.0.0.1:port with ``base_dir`` and wait for /object_info."""
-    base_dir = Path(base_dir)
+    base_dir = Path(base_dir).resolve()
     for sub in ("custom_nodes", "input", "output", "temp", "user", "models/checkpoints"):
         (base_dir / sub).mkdir(parents=True, exist_ok=True)  # main.py requires custom_nodes/
     log_path = base_dir / "server.log"
@@ -155,7 +178,8 @@ def start_server(
     env["PYTHONUNBUFFERED"] = "1"
     log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
     process = subprocess.Popen(
-        cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env
+        cmd, cwd=os.fspath(comfyui_dir), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     log_file.close()
     atexit.register(_terminate, process)  # never leave a server behind, even if teardown is skipped
@@ -169,8 +193,11 @@ def start_server(
                 f"ComfyUI exited with {process.returncode} during start-up:\n{server.log_tail()}"
             )
         try:
-            server.object_info()
-            return server
+            # Another program may answer on this port (a server started elsewhere on the same port, before
+            # ours fails to bind it): only the server started with this base directory counts.
+            if is_own_server(server, port):
+                server.object_info()
+                return server
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             pass
         if time.monotonic() > deadline:
@@ -179,6 +206,38 @@ def start_server(
                 f"ComfyUI did not answer /object_info in {startup_timeout:.0f}s:\n{server.log_tail()}"
             )
         time.sleep(1.0)
+
+
+def is_own_server(server: ComfyServer, port: int) -> bool:
+    """True when the server answering at ``server.url`` is the one :func:`start_server` launched: its
+    ``/system_stats`` command line names this base directory and port, and our process is still running.
+
+    Raises ``URLError``/``ConnectionError`` while nothing answers yet.
+    """
+    stats = server.get_json("/system_stats", timeout=10.0)
+    argv = [str(a) for a in stats.get("system", {}).get("argv", [])]
+    ours = _arg(argv, "--base-directory") == str(server.base_dir) and _arg(argv, "--port") == str(port)
+    return ours and server.process.poll() is None
+
+
+def _arg(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM when the test process dies, even when killed without cleanup."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_server(server: ComfyServer) -> None:
@@ -203,6 +262,22 @@ def import_failures(log_text: str) -> list[str]:
     return [line for line in log_text.splitlines() if "IMPORT FAILED" in line and "custom_nodes" in line]
 
 
+def tracebacks(log_text: str) -> list[str]:
+    """The Python tracebacks in a host log, each up to and including its exception line."""
+    blocks, current = [], None
+    for line in log_text.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line and not line[0].isspace():  # the exception line ends the traceback
+                blocks.append("\n".join(current))
+                current = None
+    if current is not None:
+        blocks.append("\n".join(current))
+    return blocks
+
+
 # --------------------------------------------------------------------------- prompts
 
 
@@ -214,7 +289,8 @@ def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 300.0) -> dic
     client_id = uuid.uuid4().hex
     answer = server.post_json("/prompt", {"prompt": prompt, "client_id": client_id})
     if answer.get("node_errors"):
-        raise PromptError(f"prompt rejected: {json.dumps(answer['node_errors'], indent=1)}")
+        raise PromptError(f"prompt rejected: {json.dumps(answer['node_errors'], indent=1)}",
+                          node_errors=answer["node_errors"], answer=answer)
     prompt_id = answer["prompt_id"]
     deadline = time.monotonic() + timeout
     while True:
@@ -226,7 +302,8 @@ def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 300.0) -> dic
                 messages = [m for m in status.get("messages", []) if m[0] == "execution_error"]
                 detail = json.dumps(messages, indent=1) if messages else json.dumps(status, indent=1)
                 raise PromptError(
-                    f"prompt {prompt_id} failed: {detail}\n--- server log ---\n{server.log_tail(40)}"
+                    f"prompt {prompt_id} failed: {detail}\n--- server log ---\n{server.log_tail(40)}",
+                    error=messages[0][1] if messages else None, status=status,
                 )
             return entry.get("outputs", {})
         if server.process.poll() is not None:

@@ -1,4 +1,4 @@
-"""Fixtures for tests that run the pack inside a real ComfyUI (0.8.0).
+"""Fixtures for tests that run the pack inside a real ComfyUI (0.8.0 to 0.28.0).
 
 Every test in this folder is marked ``integration`` and skipped unless ``COMFYUI_DIR`` points at a
 ComfyUI source tree whose requirements are installed in the Python running pytest. Nothing here
@@ -7,8 +7,8 @@ Test modules in this folder must not import ``comfy`` at module level either: us
 ``inprocess_comfy`` fixture, or skip the module first when ``COMFYUI_DIR`` is unset.
 
 Fixtures (see "Testing against a real ComfyUI" in README.md):
-- ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting)
-  and of a tiny ControlNet for them.
+- ``tiny_checkpoints``: paths of the cached tiny random-weight SD1.5 checkpoints (standard, inpainting),
+  of a tiny ControlNet for them, of a random-weight LaMa and of a stand-in ONNX text detector.
 - ``comfy_server``: one ComfyUI server per session with the pack symlinked into ``custom_nodes`` and
   the tiny checkpoints and test images in place (a :class:`comfy_harness.ComfyServer`).
 - ``comfy_run``: ``comfy_run(prompt, timeout=300) -> outputs``; ``comfy_images(outputs) -> [uint8 arrays]``.
@@ -130,12 +130,37 @@ def build_lama_file() -> Path:
     return path
 
 
+#: The stand-in detector's one "text_bubble" box, normalised (x0, y0, x1, y1): the text rows of the example page.
+DETECTOR_TEXT_BOX = (12 / PAGE_SIZE[1], 10 / PAGE_SIZE[0], (PAGE_SIZE[1] - 18) / PAGE_SIZE[1], (PAGE_SIZE[0] // 2 - 8) / PAGE_SIZE[0])
+
+
+def build_detector_file() -> Path | None:
+    """A tiny ONNX model with the RT-DETR comic detector's signature (``tests/tiny_detector.py``), cached.
+
+    Its one box is a "text_bubble" over the text rows of the example page, scored by the image's mean
+    (a white page scores high). None without the ``onnx`` package (the detector workflow then fails).
+    """
+    path = cache_dir() / "tiny_text_detector_v1.onnx"
+    if not path.is_file():
+        try:
+            from tiny_detector import tiny_detector
+        except ImportError:
+            return None
+        part = path.with_name(path.name + f".{os.getpid()}.part")
+        tiny_detector(part, np.array([DETECTOR_TEXT_BOX]), np.array([1]))
+        os.replace(part, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    """``{"standard", "inpainting", "controlnet", "lama"}`` -> path of the tiny model files (cached)."""
+    """``{"standard", "inpainting", "controlnet", "lama", "detector"}`` -> path of the tiny model files (cached)."""
     comfyui_dir = _require_comfyui()
     paths = {kind: build_tiny_checkpoint(comfyui_dir, kind) for kind in CHECKPOINT_KINDS}
     paths["lama"] = build_lama_file()
+    detector = build_detector_file()
+    if detector is not None:
+        paths["detector"] = detector
     return paths
 
 
@@ -218,8 +243,9 @@ def _free_ports():
 
 def workflow_file_names() -> dict[str, set[str]]:
     """Model file names the shipped workflows ask for: ``{"checkpoints": {...}, "controlnet": {...}, "inpaint": {...}}``."""
-    wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set(), "inpaint": set()}
-    loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet", "MDIM_LamaLoader": "inpaint"}
+    wanted: dict[str, set[str]] = {"checkpoints": set(), "controlnet": set(), "inpaint": set(), "mdim": set()}
+    loaders = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet", "MDIM_LamaLoader": "inpaint",
+               "MDIM_TextDetectorLoader": "mdim"}
     for path in shipped_workflows():
         try:
             workflow = json.loads(path.read_text(encoding="utf-8"))
@@ -258,6 +284,9 @@ def prepare_base_dir(base: Path, checkpoints: dict[str, Path], images: dict[str,
     for name in wanted["inpaint"]:
         if "lama" in checkpoints:
             links.setdefault(("inpaint", name), checkpoints["lama"])
+    for name in wanted["mdim"]:  # .onnx detectors
+        if "detector" in checkpoints:
+            links.setdefault(("mdim", name), checkpoints["detector"])
     for (folder, name), target in links.items():
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         (base / "models" / folder / name).symlink_to(target)
@@ -426,3 +455,44 @@ def inprocess_checkpoint(inprocess_comfy, tiny_checkpoints):
 def inprocess_inpaint_checkpoint(inprocess_comfy, tiny_checkpoints):
     """``(MODEL, CLIP, VAE)`` of the tiny 9-channel inpainting checkpoint, loaded in-process."""
     return _load_checkpoint(tiny_checkpoints["inpainting"])
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@pytest.fixture
+def progress_spy(inprocess_comfy, monkeypatch):
+    """What in-process node runs report on the progress bar, before and after the host's throttling.
+
+    ComfyUI 0.8.0 passes every ``ProgressBar.update_absolute`` on to the progress hook (the UI); newer
+    hosts (0.28.0) pass on the first, the last, those with a preview and at most one per 100 ms, so a
+    hook alone cannot tell what a node reports. Returns a namespace:
+
+    - ``reported``: ``(value, total, preview)`` of every update on a bar opened while the hook was set
+      (the bars the user sees; bars opened with the hook removed, such as ComfyUI's tiled VAE bars that
+      SGIM silences, are left out), in order, as the node made them;
+    - ``shown``: ``(value, total, preview)`` that reached the hook, i.e. the UI, after throttling;
+    - ``hook``: the hook that was set (``comfy.utils.PROGRESS_BAR_HOOK`` is it unless a node swapped it);
+    - ``on_report``: set to ``f(value)`` to act on an update as the node makes it (e.g. press Cancel).
+
+    The hook and the spy are removed after the test.
+    """
+    import comfy.utils
+
+    rec = types.SimpleNamespace(reported=[], shown=[], on_report=None)
+    original = comfy.utils.ProgressBar.update_absolute
+
+    def update_absolute(self, value, total=None, preview=None):
+        if self.hook is not None:
+            rec.reported.append((value, self.total if total is None else total, preview))
+            if rec.on_report is not None:
+                rec.on_report(value)
+        return original(self, value, total, preview)
+
+    def hook(value, total, preview, node_id=None, **_):
+        rec.shown.append((value, total, preview))
+
+    rec.hook = hook
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", update_absolute)
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    return rec

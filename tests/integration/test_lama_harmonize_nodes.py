@@ -134,20 +134,15 @@ def test_fill_node_equals_the_core_fill_and_keeps_pixels_outside(inprocess_comfy
     assert any(m.model is lama_handle.patcher for m in mm.current_loaded_models)  # the host's model management
 
 
-def test_fill_reports_progress_per_crop_and_cancels(inprocess_comfy, lama_handle, page, core):
+def test_fill_reports_progress_per_crop_and_cancels(inprocess_comfy, lama_handle, page, core, progress_spy):
     import comfy.model_management as mm
-    import comfy.utils
 
     image, mask = page
     plan = core["lama"].plan(mask[0] > 0.5, core["lama"].LamaConfig(max_side=64, context_margin=16))
-    calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t)))
-    try:
-        _fill(inprocess_comfy, lama_handle, image, mask)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    _fill(inprocess_comfy, lama_handle, image, mask)
     n = len(plan.crops)
-    assert calls == [(i, n) for i in range(n + 1)]
+    assert [(v, t) for v, t, _ in progress_spy.reported] == [(i, n) for i in range(n + 1)]
+    assert progress_spy.shown[-1][:2] == (n, n)
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(mm.InterruptProcessingException):
@@ -226,19 +221,15 @@ def test_paste_harmonize_changes_only_the_ring_and_equals_the_core_paste(
     assert torch.equal(same, image)
 
 
-def test_paste_harmonize_progress_cancel_and_errors(inprocess_comfy, inprocess_checkpoint, page, sfx):
+def test_paste_harmonize_progress_cancel_and_errors(inprocess_comfy, inprocess_checkpoint, page, sfx, progress_spy):
     import comfy.model_management as mm
-    import comfy.utils
 
     node = inprocess_comfy.nodes["MDIM_PasteHarmonize"]
     inputs = _harmonize_inputs(inprocess_checkpoint, page, sfx, steps=3)
-    calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: calls.append((v, t)))
-    try:
-        run(node, **inputs)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-    assert {t for _, t in calls} == {3} and [v for v, _ in calls][-1] == 3
+    run(node, **inputs)
+    calls = [(v, t) for v, t, _ in progress_spy.reported]
+    assert {t for _, t in calls} == {3} and [v for v, _ in calls if v > 0] == [1, 2, 3]  # every step
+    assert progress_spy.shown[-1][:2] == (3, 3)
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(mm.InterruptProcessingException):

@@ -156,11 +156,9 @@ def test_sampler_custom_advanced_and_nine_channel_conditioning(
     assert not torch.equal(out["samples"][cells], original[cells])
 
 
-def test_progress_total_counts_every_model_call(core, repaint_node, scene):
-    """The bar's total is the number of model calls including the resampling, and the bar reaches it.
-    (Newer hosts throttle updates between the first and the last: only those two are sure to be seen.)"""
-    import comfy.utils
-
+def test_progress_total_counts_every_model_call(core, repaint_node, scene, progress_spy):
+    """The bar's total is the number of model calls including the resampling, and the bar moves at each.
+    (Newer hosts throttle what reaches the UI; the updates are read where the sampler makes them.)"""
     model, positive, negative, latent, _ = scene
     steps, jump, n = 7, 2, 3
     (sampler,) = run(repaint_node, jump_length=jump, jump_n_sample=n, step="ddpm")
@@ -173,23 +171,15 @@ def test_progress_total_counts_every_model_call(core, repaint_node, scene):
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     counted.set_model_unet_function_wrapper(wrapper)
-    seen = []
-    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: seen.append((v, t)))
-    try:
-        sampler_custom(
-            core, counted, positive, negative, sampler, sigmas_for(core, model, steps), latent, cfg=1.0
-        )
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+    sampler_custom(core, counted, positive, negative, sampler, sigmas_for(core, model, steps), latent, cfg=1.0)
     assert expected == 19 and len(unet_calls) == expected  # cfg 1: one UNet call per model call
-    assert {t for _, t in seen} == {expected}
-    values = [v for v, _ in seen]
-    assert values == sorted(values) and values[0] == 1 and values[-1] == expected
+    assert {t for _, t, _ in progress_spy.reported} == {expected}
+    assert [v for v, _, _ in progress_spy.reported] == list(range(1, expected + 1))  # one update per model call
+    assert progress_spy.shown[-1][:2] == (expected, expected)  # the user sees the bar full
 
 
-def test_cancel_before_and_during_sampling(core, repaint_node, scene):
+def test_cancel_before_and_during_sampling(core, repaint_node, scene, progress_spy):
     import comfy.model_management as mm
-    import comfy.utils
 
     model, positive, negative, latent, _ = scene
     (sampler,) = run(repaint_node, jump_length=2, jump_n_sample=4, step="ddpm")
@@ -201,21 +191,19 @@ def test_cancel_before_and_during_sampling(core, repaint_node, scene):
     finally:
         mm.interrupt_current_processing(False)
 
-    seen = []
+    assert progress_spy.reported == []
 
-    def hook(value, total, preview, node_id=None):
-        seen.append(value)
-        if value == 1:  # the first update is never throttled
+    def cancel_at(value):
+        if value == 3:  # the user presses Cancel while the third model call is reported
             mm.interrupt_current_processing(True)
 
-    comfy.utils.set_progress_bar_global_hook(hook)
+    progress_spy.on_report = cancel_at
     try:
         with pytest.raises(mm.InterruptProcessingException):
             sampler_custom(core, model, positive, negative, sampler, sigmas, latent)
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
         mm.interrupt_current_processing(False)
-    assert max(seen) == 1  # stopped before the second model call finished
+    assert [v for v, _, _ in progress_spy.reported] == [1, 2, 3]  # stopped before the fourth model call finished
 
 
 def test_zero_snr_model_with_trailing_sigmas(core, repaint_node, scene, inprocess_comfy):
@@ -295,13 +283,12 @@ def test_shipped_repaint_workflow_keeps_pixels_outside_the_mask(
 
 
 def test_sgim_samples_both_passes_with_repaint(
-    repaint_node, inprocess_comfy, inprocess_checkpoint, test_images
+    repaint_node, inprocess_comfy, inprocess_checkpoint, test_images, progress_spy
 ):
     """MDIM SGIM Inpaint with the RePaint SAMPLER connected: the structure pass (full denoise) and the
     refinement pass (strength 0.5, a tail of the schedule) both run RePaint with its resampling (every
     model call counted), the bar ends at its total, pixels outside the mask are the page's."""
     import comfy.sample
-    import comfy.utils
     import torch
 
     from mdim_core.sampling import repaint
@@ -335,9 +322,8 @@ def test_sgim_samples_both_passes_with_repaint(
         "sgi_max_side": 64, "fri_strength": 0.5, "fri_steps": 4, "context_margin": 16, "min_crop_side": 0,
         "sampler": sampler, "flat_fill": "off",  # the test page's text sits in flat paper: 'auto' skips the model
     }  # fmt: skip
-    seen = []
+    seen = progress_spy.reported
     comfy.sample.sample_custom = spy
-    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: seen.append((v, t)))
     try:
         out, preview = inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
         again, _ = inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
@@ -346,7 +332,6 @@ def test_sgim_samples_both_passes_with_repaint(
         )
     finally:
         comfy.sample.sample_custom = real
-        comfy.utils.set_progress_bar_global_hook(None)
     ours = passes[
         : len(passes) // 2
     ]  # the first run's passes (the plain run goes through comfy.sample.sample)
@@ -363,9 +348,8 @@ def test_sgim_samples_both_passes_with_repaint(
     outside = (mask == 0)[..., None].expand_as(image)
     assert torch.equal(out[outside], image[outside]) and torch.equal(preview[outside], image[outside])
     assert torch.equal(out, again) and not torch.equal(out[~outside], plain[~outside])
-    first_run = seen[: next(i for i, (v, t) in enumerate(seen) if v == t) + 1]
-    totals = {t for _, t in first_run}
-    values = [v for v, _ in first_run]
+    first_run = seen[: next(i for i, (v, t, _) in enumerate(seen) if v == t) + 1]
+    totals = {t for _, t, _ in first_run}
+    values = [v for v, _, _ in first_run]
     assert len(totals) == 1 and values == sorted(values) and values[-1] == totals.pop()
-    if not hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):  # hosts that pass on every update
-        assert len(first_run) >= sum(calls for _, _, calls, _ in ours)  # the bar moves at every model call
+    assert len(first_run) >= sum(calls for _, _, calls, _ in ours)  # the bar moves at every model call

@@ -82,71 +82,95 @@ def test_restoration_workflows_run(name, workflow_prompt, comfy_run, comfy_image
         assert np.abs(got - expect).max() <= 1 / 255 + 1e-6
 
 
-def test_progress_reaches_the_batch_size_and_cancel_stops_the_node(inprocess_comfy, test_images, monkeypatch):
+def test_progress_reaches_the_batch_size_and_cancel_stops_the_node(inprocess_comfy, test_images, progress_spy):
     import comfy.model_management
-    import comfy.utils
 
     image = torch.cat([_batch(test_images)[:, :96, :80]] * 2)  # four small pages
-    calls = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK",
-                        lambda value, total, preview, node_id=None: calls.append((value, total)))
     (out,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
     assert out.shape[0] == 4
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(v, t) for v, t, _ in progress_spy.reported] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one per page
+    assert progress_spy.shown[-1][:2] == (4, 4)  # whatever the host's throttling, the user sees the bar full
 
-    calls.clear()
+    progress_spy.reported.clear()
     comfy.model_management.interrupt_current_processing(True)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
     finally:
         comfy.model_management.interrupt_current_processing(False)
-    assert calls == []  # stopped before the first page was cleaned
+    assert progress_spy.reported == []  # stopped before the first page was cleaned
 
-    def cancel_after_first_page(value, total, preview, node_id=None):
-        calls.append((value, total))
-        comfy.model_management.interrupt_current_processing(True)  # the user presses Cancel now
+    def cancel(value):
+        comfy.model_management.interrupt_current_processing(True)  # the user presses Cancel after page 1
 
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", cancel_after_first_page)
+    progress_spy.on_report = cancel
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)
     finally:
         comfy.model_management.interrupt_current_processing(False)
-    assert calls == [(1, 4)]  # stopped between pages, not at the end of the batch
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", None)
+        progress_spy.on_report = None
+    assert [(v, t) for v, t, _ in progress_spy.reported] == [(1, 4)]  # stopped between pages, not at the end
     (again,) = inprocess_comfy.run("MDIM_ScanCleanup", image=image, **DEFAULTS)  # a later run is not cancelled
     assert torch.equal(again, out)
 
 
-def test_16bit_scan_through_core_load_image_is_white_and_the_node_warns(inprocess_comfy, test_images, tmp_path,
-                                                                       caplog):
+def test_16bit_scan_through_core_load_image_and_the_warning_of_each_host(inprocess_comfy, test_images, tmp_path,
+                                                                         caplog):
+    """ComfyUI's Load Image before 0.21 (Pillow) whitens 16-bit grayscale scans; newer hosts (PyAV) read them.
+    On the old hosts the node warns with the cause and the fix; on newer ones the page is cleaned like its
+    8-bit twin and nothing is said."""
     import importlib
     from pathlib import Path
 
     import folder_paths
     from PIL import Image
 
+    compat = importlib.import_module("mdim_pack_under_test.nodes.host_compat")
     comfy_nodes = importlib.import_module("nodes")
     assert Path(comfy_nodes.__file__).resolve().parent == Path(inprocess_comfy.comfy_dir).resolve()
+    version = importlib.import_module("comfyui_version").__version__
+    assert compat.HOST_VERSION == tuple(int(v) for v in version.split(".")[:3])
+    assert compat.LOAD_IMAGE_WHITENS_16_BIT == (compat.HOST_VERSION < (0, 21, 0))
     scan8 = test_images["mdim_example_old_scan.png"][:96, :80, 0]
+    assert (scan8 < 128).mean() > 0.2
     for ext in ("png", "tif"):
         name = f"mdim_scan16.{ext}"
         Image.fromarray(scan8.astype(np.uint16) * 257).save(Path(folder_paths.get_input_directory()) / name)
         assert Image.open(Path(folder_paths.get_input_directory()) / name).mode == "I;16"
         loaded, _ = comfy_nodes.LoadImage().load_image(name)
-        # the host's loader whitens the 16-bit scan: only its pure-black pixels (0 < 256) keep any ink
-        assert (scan8 < 128).mean() > 0.2 and (loaded == 1.0).all(-1).float().mean() > 0.995
-        assert torch.equal(loaded[0, ..., 0] < 1.0, torch.from_numpy(scan8 == 0))
+        if compat.LOAD_IMAGE_WHITENS_16_BIT:
+            # the host's loader whitens the 16-bit scan: only its pure-black pixels (0 < 256) keep any ink
+            assert (loaded == 1.0).all(-1).float().mean() > 0.995
+            assert torch.equal(loaded[0, ..., 0] < 1.0, torch.from_numpy(scan8 == 0))
+        else:  # read at full precision: the 8-bit scan's values
+            assert torch.allclose(loaded[0], torch.from_numpy(scan8 / 255.0).float()[..., None].expand(-1, -1, 3),
+                                  atol=1e-6)
 
         before = loaded.clone()
         caplog.clear()
         with caplog.at_level("WARNING", logger="MDIM"):
             (out,) = inprocess_comfy.run("MDIM_ScanCleanup", image=loaded, **DEFAULTS)
-        assert torch.equal(loaded, before) and (out == 1.0).float().mean() > 0.99  # pixels are not altered
+        assert torch.equal(loaded, before)
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert len(warnings) == 1 and "almost all white" in warnings[0] and "I;16" in warnings[0]
-        assert "convert the scan to 8-bit" in warnings[0] and "python -m mdim_core restore" in warnings[0]
+        if compat.LOAD_IMAGE_WHITENS_16_BIT:
+            assert (out == 1.0).float().mean() > 0.99  # pixels are not altered
+            assert len(warnings) == 1 and "almost all white" in warnings[0] and "I;16" in warnings[0]
+            assert f"before 0.21 (this is ComfyUI {version})" in warnings[0]
+            assert "convert the scan to 8-bit" in warnings[0] and "python -m mdim_core restore" in warnings[0]
+        else:
+            (twin,) = inprocess_comfy.run(
+                "MDIM_ScanCleanup", image=torch.from_numpy(scan8 / 255.0).float()[None, ..., None].expand(-1, -1, -1, 3),
+                **DEFAULTS)  # fmt: skip
+            assert torch.equal(out, twin) and warnings == []
+
+    # a white page gets a warning on every host (the 16-bit cause named only where it applies)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="MDIM"):
+        inprocess_comfy.run("MDIM_ScanCleanup", image=torch.ones(1, 32, 24, 3), **DEFAULTS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "page(s) 1 of 1 are all or almost all white" in warnings[0]
+    assert ("I;16" in warnings[0]) == compat.LOAD_IMAGE_WHITENS_16_BIT
 
     # a flat gray page gets the generic warning; a real page none
     caplog.clear()

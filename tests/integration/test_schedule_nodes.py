@@ -149,7 +149,7 @@ def test_oracle_v_reproduces_x0_with_trailing_sigmas(sd15_model, sampler_name, s
     assert torch.max(torch.abs(out.double() * scale - x0)).item() < 1e-3
 
 
-@pytest.mark.parametrize("steps,denoise", [(25, 1.0), (25, 0.5), (20, 0.4), (10, 0.8)])
+@pytest.mark.parametrize("steps,denoise", [(25, 1.0), (25, 0.5), (20, 0.4), (8, 0.8), (10, 0.4)])
 def test_trailing_sigmas_equal_core_basic_scheduler_simple_where_both_space_evenly(sd15_model, steps, denoise):
     """Where 1000 / int(steps / denoise) is whole, 'simple' picks the trailing timesteps: the same SIGMAS as core
     BasicScheduler(steps, denoise), which also runs the last ``steps`` of ``int(steps / denoise)``."""

@@ -19,6 +19,7 @@ SMALL = {  # forces the two-pass path on the 164x132 test page: crop -> SGI at <
     "sgi_max_side": 64,
     "context_margin": 16,
     "min_crop_side": 0,
+    "flat_fill": "off",  # the page's text sits in flat white paper: 'auto' fills it without the model
 }
 
 
@@ -236,7 +237,7 @@ def test_lora_reaches_both_passes(sgim_node, inprocess_checkpoint, page):
 
 
 @pytest.mark.parametrize("tiled", [False, True])
-def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page, tiled):
+def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoint, page, tiled, progress_spy):
     import comfy.utils
     import latent_preview
 
@@ -249,27 +250,25 @@ def test_progress_covers_every_step_with_one_total(sgim_node, inprocess_checkpoi
     frames = sgim.plan(tuple(image.shape[1:3]), mask > 0.5, config)
     expected = sum(3 * len(f.sgi) + 2 * sum(j.passes for j in f.crops) * f.run_fri for f in frames)
     assert all(f.run_fri for f in frames)
-    calls = []
     old_method = latent_preview.args.preview_method
     latent_preview.set_preview_method("latent2rgb")
-    hook = lambda v, t, p, node_id=None: calls.append((v, t, p))  # noqa: E731
-    comfy.utils.set_progress_bar_global_hook(hook)
     try:
         run(sgim_node, inputs)
-        assert comfy.utils.PROGRESS_BAR_HOOK is hook  # put back after every tiled VAE call
+        assert comfy.utils.PROGRESS_BAR_HOOK is progress_spy.hook  # put back after every tiled VAE call
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
         latent_preview.args.preview_method = old_method
-    assert {t for _, t, _ in calls} == {expected}
-    values = [v for v, _, _ in calls]
-    assert values == sorted(values) and values[0] == 0 and values[-1] == expected
-    assert set(range(1, expected + 1)) <= set(values)  # every step of every pass was reported
-    assert any(p is not None and p[0] == "JPEG" for _, _, p in calls)  # latent previews
+    for calls in (progress_spy.reported, progress_spy.shown):  # previews are never throttled: the UI sees each step
+        assert {t for _, t, _ in calls} == {expected}
+        values = [v for v, _, _ in calls]
+        assert values == sorted(values) and values[0] == 0 and values[-1] == expected
+        assert set(range(1, expected + 1)) <= set(values)  # every step of every pass was reported
+        assert any(p is not None and p[0] == "JPEG" for _, _, p in calls)  # latent previews
 
 
-def test_cancel_before_and_during_sampling(sgim_node, inprocess_checkpoint, page):
+def test_cancel_before_and_during_sampling(sgim_node, inprocess_checkpoint, page, progress_spy):
+    """Cancel stops the run between sampling steps, whatever the host shows of the progress (newer hosts
+    throttle what reaches the UI; without previews only the first and last update may be shown)."""
     import comfy.model_management as mm
-    import comfy.utils
 
     model, clip, vae = inprocess_checkpoint
     inputs = _inputs(model, clip, vae, *page, steps=4, fri_steps=2)
@@ -277,22 +276,21 @@ def test_cancel_before_and_during_sampling(sgim_node, inprocess_checkpoint, page
     with pytest.raises(mm.InterruptProcessingException):
         run(sgim_node, inputs)
     assert not mm.processing_interrupted()  # the flag was consumed
+    assert progress_spy.reported == []  # nothing was sampled
 
-    calls = []
-
-    def hook(value, total, preview, node_id=None):
-        calls.append(value)
+    def cancel_at_step_two(value):
         if value == 2:  # the second sampling step of the first pass
             mm.interrupt_current_processing(True)
 
-    comfy.utils.set_progress_bar_global_hook(hook)
+    progress_spy.on_report = cancel_at_step_two
     try:
         with pytest.raises(mm.InterruptProcessingException):
             run(sgim_node, inputs)
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
         mm.interrupt_current_processing(False)
-    assert max(calls) == 2  # stopped inside the first pass, before the next step was reported
+    values = [v for v, _, _ in progress_spy.reported]
+    assert max(values) == 2 and values[-1] == 2  # stopped inside the first pass, before the next step was reported
+    assert progress_spy.reported[-1][1] > 4  # the run had more steps to go
 
 
 def test_bad_inputs_are_reported(sgim_node, inprocess_checkpoint, page):
@@ -404,6 +402,24 @@ def test_text_removal_workflow_runs(checkpoint_role, comfy_server, workflow_prom
     assert np.array_equal(result[~hole], page[~hole])
     assert np.array_equal(preview[~hole], page[~hole])
     assert np.abs(result[hole].astype(int) - page[hole]).mean() > 2
+
+
+def test_text_removal_workflow_fills_text_on_flat_paper_without_the_model(
+    comfy_server, workflow_prompt, comfy_run, comfy_images, test_images
+):
+    """The shipped default flat_fill 'auto': the test page's text rows sit on flat white paper, so every region
+    is filled with exactly paper white and no model pass runs (the log says so); outside the mask nothing moves."""
+    overrides = {k: v for k, v in _sgim_overrides().items() if k != "flat_fill"}
+    prompt = workflow_prompt("mdim_sgim_text_removal.json", seed=77, **overrides)
+    assert prompt["10"]["inputs"]["flat_fill"] == "auto"
+    before = comfy_server.log_text().count("filled with paper white, no model pass")
+    result, preview = _saved(comfy_run(prompt, timeout=900), comfy_images)
+    page = test_images["mdim_example_page.png"]
+    hole = test_images["mdim_example_mask.png"][..., 0] > 127
+    assert np.array_equal(result[~hole], page[~hole])
+    assert (result[hole] == 255).all() and (page[hole] < 255).any()  # the text is gone, the paper exactly white
+    assert preview.shape == page.shape
+    assert comfy_server.log_text().count("filled with paper white, no model pass") > before
 
 
 def test_zero_snr_and_controlnet_workflows(comfy_server, workflow_prompt, comfy_run, comfy_images, test_images):

@@ -380,6 +380,7 @@ def test_node_run_gives_every_pass_the_hint_under_its_crop(inprocess_comfy, inpr
         "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "sgi_max_side": 64, "plan": "halve",
         "fri_strength": 0.5, "fri_steps": 1, "run_fri": "auto", "grow_mask": 0, "feather": 0, "context_margin": 16,
         "min_crop_side": 0, "limit_to_panel": False, "tiled_vae_megapixels": 4.0,
+        "flat_fill": "off",  # the page's text sits in flat paper: 'auto' would fill it without the model
     }  # fmt: skip
     out, _ = inprocess_comfy.run("MDIM_SGIMInpaint", **inputs)
     outside = (mask == 0)[..., None].expand_as(page)

@@ -348,24 +348,22 @@ def test_jpeg_mask_is_cleaned_like_sgim_and_pasted_exactly(vaes, models_dir):
     assert (raw[0][hole] - img[0][hole]).abs().max().item() > 1e-2  # the replacement is a real change
 
 
-def test_tiled_runs_report_progress_and_cancel(vaes):
+def test_tiled_runs_report_progress_and_cancel(vaes, progress_spy):
     import comfy.model_management as mm
-    import comfy.utils
 
     _, vae = vaes
-    calls = []
-    old_hook = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    calls = progress_spy.reported
     try:
         with torch.inference_mode():
             handle = _run(sn.MDIMSymVAELoader, vae=vae, adapter_name=sn.NO_ADAPTERS, allow_other_vae_weights=False)
             img = _page(128, 96)
             _run(sn.MDIMSymVAERestore, symvae=handle, image=img, tile_size=64, grayscale=True)
-            assert calls == [(i, 6) for i in range(1, 7)]  # 2 x 3 tiles of 64 px
+            assert [c[:2] for c in calls] == [(i, 6) for i in range(1, 7)]  # 2 x 3 tiles of 64 px
+            assert progress_spy.shown[-1][:2] == (6, 6)  # the user sees the bar full
             latent = _run(sn.MDIMSymVAEEncode, symvae=handle, image=img, set_noise_mask=False)
             calls.clear()
             _run(sn.MDIMSymVAEDecode, symvae=handle, samples=latent, fill="base", paste_outside_mask=True, tile_size=64)
-            assert calls == [(i, 6) for i in range(1, 7)]
+            assert [c[:2] for c in calls] == [(i, 6) for i in range(1, 7)]
             # Cancel in the UI sets the host's interrupt flag: the run stops after the current tile
             calls.clear()
             copy = img.clone()
@@ -374,6 +372,11 @@ def test_tiled_runs_report_progress_and_cancel(vaes):
                 _run(sn.MDIMSymVAERestore, symvae=handle, image=img, tile_size=64, grayscale=True)
             assert len(calls) <= 1 and torch.equal(img, copy)  # no tile after the cancel
             assert not mm.processing_interrupted()  # the host's flag is consumed, as by its own nodes
+            # Cancel pressed while tile 2 is reported: tile 3 never starts
+            progress_spy.on_report = lambda value: value == 2 and mm.interrupt_current_processing(True)
+            with pytest.raises(mm.InterruptProcessingException):
+                _run(sn.MDIMSymVAERestore, symvae=handle, image=img, tile_size=64, grayscale=True)
+            assert [c[0] for c in calls] == [1, 2]
     finally:
         mm.interrupt_current_processing(False)
-        comfy.utils.set_progress_bar_global_hook(old_hook)
+        progress_spy.on_report = None

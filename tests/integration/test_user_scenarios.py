@@ -116,14 +116,24 @@ def manga(comfy_server):
     [("page_rgb", "mask_png"), ("page_gray", "mask_rgba"), ("page_rgba", "mask_jpeg"), ("page_rgb", "mask_other_size")],
 )
 def test_page_and_mask_file_variants_keep_everything_outside_the_mask(
-    manga, workflow_prompt, comfy_run, comfy_images, page_key, mask_key
+    comfy_server, manga, workflow_prompt, comfy_run, comfy_images, page_key, mask_key
 ):
+    """Outside the mask the result is what core Load Image gave for the page file, bit for bit; that is the
+    file itself, except for grayscale files on ComfyUI 0.21+ whose Load Image (PyAV) converts gray to RGB
+    with an error of one level on about half the gray values (verified on 0.28.0; 0.8.0 is exact)."""
     page, mask, files = manga
-    outputs = comfy_run(sgim_prompt(workflow_prompt, files[page_key], files[mask_key]))
-    result, preview = comfy_images(outputs)
-    assert result.shape == preview.shape == (*PAGE_HW, 3)
-    diff = changed(result, rgb(page))
-    assert not (diff & ~mask).any()  # bit-identical to the 8-bit page outside the mask
+    prompt = sgim_prompt(workflow_prompt, files[page_key], files[mask_key], flat_fill="off")
+    prompt["90"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "us_loaded"}}
+    outputs = _by_node(comfy_run(prompt), comfy_images)
+    (result,), (preview,), (loaded,) = outputs["20"], outputs["21"], outputs["90"]
+    assert result.shape == preview.shape == loaded.shape == (*PAGE_HW, 3)
+    off_by = np.abs(loaded.astype(int) - rgb(page)).max()
+    if page_key == "page_gray" and comfy_server.version() >= (0, 21, 0):
+        assert off_by == 1  # the host's gray -> RGB conversion, not ours
+    else:
+        assert off_by == 0
+    diff = changed(result, loaded)
+    assert not (diff & ~mask).any()  # bit-identical to the loaded page outside the mask
     assert diff[mask].mean() > 0.9  # and the mask really was repainted
 
 
@@ -188,22 +198,67 @@ def test_three_masks_for_two_pages_is_an_execution_error_and_the_server_goes_on(
     assert np.array_equal(out, rgb(page))
 
 
+@pytest.mark.parametrize("hints", [2, 4])
+def test_controlnet_hint_batch_that_fits_no_page_count_is_an_execution_error(
+    manga, workflow_prompt, comfy_run, comfy_images, hints
+):
+    """Three pages with a ControlNet hint batch of 2 (or 4): which hint belongs to which page cannot be guessed.
+    The run fails with an execution error naming both sizes; a hint batch of 1 or 3 runs; the server goes on."""
+    page, mask, files = manga
+
+    def prompt_with(n_hints: int) -> dict:
+        prompt = workflow_prompt("mdim_sgim_controlnet.json", **FAST, flat_fill="off")
+        prompt["2"]["inputs"]["image"] = files["page_rgb"]
+        prompt["3"]["inputs"]["image"] = files["mask_png"]
+        prompt["9"]["inputs"]["image"] = files["page_rgb"]
+        prompt["30"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 3}}
+        prompt["10"]["inputs"]["image"] = ["30", 0]
+        prompt["31"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["9", 0], "amount": n_hints}}
+        prompt["11"]["inputs"]["image"] = ["31", 0]
+        return prompt
+
+    with pytest.raises(PromptError) as err:
+        comfy_run(prompt_with(hints))
+    failure = err.value.error
+    assert failure is not None and failure["node_type"] == "MDIM_SGIMInpaint", str(err.value)
+    assert failure["exception_type"] in ("ValueError", "builtins.ValueError"), failure
+    assert f"a batch of {hints} for 3 page(s)" in failure["exception_message"], failure
+    assert "hint" in failure["exception_message"], failure
+    for good in (1, 3):  # one shared hint, or one per page: runs, exact outside the mask on every page
+        saved = comfy_images(comfy_run(prompt_with(good)))[:3]
+        for out in saved:
+            diff = changed(out, rgb(page))
+            assert not (diff & ~mask).any() and diff[mask].mean() > 0.9
+
+
 @pytest.mark.parametrize("shape", [(1, 300), (300, 1), (8, 8)])
 def test_strips_and_tiny_images(comfy_server, workflow_prompt, comfy_run, comfy_images, shape):
+    """1-pixel strips and tiny pages through Load Image and the SGIM node: same size out, exact outside the mask.
+
+    The mask is uploaded as an RGB file and as a grayscale file. ComfyUI 0.21+ (PyAV) cannot read grayscale
+    PNGs under 16 px on a side (verified on 0.28.0: ``av.error.ArgumentError`` in Load Image, before any
+    node of ours runs); there the grayscale file must fail in Load Image and the server go on."""
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     mask = np.zeros(shape, bool)
     mask[tuple(slice(n // 3, max(n // 3 + 1, 2 * n // 3)) for n in shape)] = True
     name = f"us_strip_{shape[0]}x{shape[1]}"
-    prompt = sgim_prompt(
-        workflow_prompt,
-        upload(comfy_server, name + ".png", image),
-        upload(comfy_server, name + "_mask.png", (mask * 255).astype(np.uint8)),
-    )
-    out, preview = comfy_images(comfy_run(prompt))
-    assert out.shape == preview.shape == image.shape
-    diff = changed(out, image)
-    assert not (diff & ~mask).any() and diff[mask].any()
+    page_file = upload(comfy_server, name + ".png", image)
+    rgb_mask = upload(comfy_server, name + "_mask_rgb.png", rgb((mask * 255).astype(np.uint8)))
+    gray_mask = upload(comfy_server, name + "_mask.png", (mask * 255).astype(np.uint8))
+    for mask_file in (rgb_mask, gray_mask):
+        prompt = sgim_prompt(workflow_prompt, page_file, mask_file, flat_fill="off")
+        if mask_file == gray_mask and comfy_server.version() >= (0, 21, 0) and min(shape) < 16:
+            with pytest.raises(PromptError) as err:
+                comfy_run(prompt)
+            failure = err.value.error
+            assert failure["node_type"] == "LoadImage" and failure["node_id"] == "3", failure
+            assert failure["exception_type"].startswith("av."), failure
+            continue
+        out, preview = comfy_images(comfy_run(prompt))
+        assert out.shape == preview.shape == image.shape
+        diff = changed(out, image)
+        assert not (diff & ~mask).any() and diff[mask].any()
 
 
 # --------------------------------------------------------------------------- sharing and caching
