@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mdim_core.cli.evaluate", "Score output pages against ground truth (PSNR, SSIM, seams, screentone)."),
     "synth": ("mdim_core.cli.synth", "Write generated manga pages with ground truth, masks and aged scans."),
     "restore": ("mdim_core.cli.restore", "Clean old scans: a page or a whole volume (no model needed; optional model steps)."),
+    "train": ("mdim_core.cli.train", "Fine-tune an SD1.x model into an MDIM checkpoint (zero-SNR, v-prediction, full-image masks)."),
 }
 
 
