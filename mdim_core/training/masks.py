@@ -31,6 +31,19 @@ _BANK_SEED = 7_000_000
 _TRIES = 8
 
 
+def bubble_mask(page, inset: float = 0.92) -> np.ndarray:
+    """Bool ``[H, W]``: the insides of the speech bubbles of a generated page (:class:`mdim_core.synth.SynthPage`),
+    their ellipses shrunk by ``inset`` so the mask stays inside the outline (what a user masks to empty a bubble)."""
+    h, w = page.page.shape
+    out = np.zeros((h, w), bool)
+    for cx, cy, a, b in page.metadata["bubble_ellipses"]:
+        cov = coverage(Ellipse(cx, cy, inset * a, inset * b, margin=2), (0, h, 0, w))
+        if cov is not None:
+            (y0, y1, x0, x1), c = cov
+            out[y0:y1, x0:x1] |= c >= 0.5
+    return out
+
+
 def check_kinds(kinds) -> tuple[str, ...]:
     kinds = tuple(kinds)
     bad = [k for k in kinds if k not in MASK_KINDS]
@@ -70,14 +83,7 @@ class MaskSampler:
         index = int(index) % self.bank_size
         if index not in self._bank:
             page = generate_page(_BANK_SEED + index, size=self.page_shape, dpi=self.dpi, masks=False)
-            h, w = self.page_shape
-            bubbles = np.zeros((h, w), bool)
-            for cx, cy, a, b in page.metadata["bubble_ellipses"]:
-                cov = coverage(Ellipse(cx, cy, 0.92 * a, 0.92 * b, margin=2), (0, h, 0, w))  # inside the outline
-                if cov is not None:
-                    (y0, y1, x0, x1), c = cov
-                    bubbles[y0:y1, x0:x1] |= c >= 0.5
-            self._bank[index] = {"bubble": bubbles, "text": page.masks["text"], "sfx": page.masks["sfx"]}
+            self._bank[index] = {"bubble": bubble_mask(page), "text": page.masks["text"], "sfx": page.masks["sfx"]}
         return self._bank[index]
 
     def _from_bank(self, rng: np.random.Generator, kind: str, shape: tuple[int, int]) -> np.ndarray | None:

@@ -251,7 +251,10 @@ def load_single_file(path: str | os.PathLike, *, tokenizer=None) -> Components:
     latent = int(sd[ldm_layout.VAE_PREFIX + "quant_conv.weight"].shape[0]) // 2 if (
         ldm_layout.VAE_PREFIX + "quant_conv.weight") in sd else 4
     _check_parts(unet_config, text_config["hidden_size"], latent, path.name)
-    unet = UNet2DConditionModel.from_config(unet_config)
+    try:
+        unet = UNet2DConditionModel.from_config(unet_config)
+    except (ValueError, RuntimeError) as exc:
+        raise _refuse(path.name, f"its UNet cannot be built with SD1.x's settings ({exc})") from None
     _load_strict(unet, ldm_layout.unet_from_ldm(sd, unet.config), "UNet", path.name)
     text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(text_config))
     _load_strict(text_encoder, ldm_layout.clip_from_ldm(sd, text_encoder.state_dict().keys()), "text encoder",
@@ -280,23 +283,28 @@ def _load_strict(module: torch.nn.Module, state: dict, part: str, name: str) -> 
 # --------------------------------------------------------------------------------------------- 4 -> 9 channels
 
 
-def to_inpainting(unet):
-    """A 9-channel copy of a 4-channel UNet whose 5 extra input channels have zero weights (a 9-channel UNet is
-    returned as it is). The copy computes exactly what the base computed, whatever the extra channels hold."""
+def to_inpainting(unet, latent_channels: int | None = None):
+    """A 9-channel copy of a 4-channel UNet whose 5 extra input channels have zero weights (an inpainting UNet is
+    returned as it is). The copy computes exactly what the base computed, whatever the extra channels hold.
+
+    ``latent_channels`` (default: the UNet's output channels, 4 for SD) generalises 4 -> 9 to c -> 2c + 1
+    (noisy latent, mask, masked-image latent).
+    """
     from diffusers import UNet2DConditionModel
 
+    c = int(latent_channels or unet.config.out_channels)
     in_ch = int(unet.config.in_channels)
-    if in_ch == 9:
+    if in_ch == 2 * c + 1:
         return unet
-    if in_ch != 4:
-        raise ValueError(f"unet: expected 4 or 9 input channels, got {in_ch}")
+    if in_ch != c:
+        raise ValueError(f"unet: expected {c} or {2 * c + 1} input channels, got {in_ch}")
     param = next(unet.parameters())
     config = dict(unet.config)
-    config["in_channels"] = 9
+    config["in_channels"] = 2 * c + 1
     new = UNet2DConditionModel.from_config(config).to(device=param.device, dtype=param.dtype)
     state = dict(unet.state_dict())
     w = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([w, w.new_zeros((w.shape[0], 5, *w.shape[2:]))], dim=1)
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros((w.shape[0], c + 1, *w.shape[2:]))], dim=1)
     new.load_state_dict(state)
     return new.train(unet.training)
 

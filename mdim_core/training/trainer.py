@@ -235,7 +235,8 @@ def batch_loss(unet, comps: Components, batch: Batch, objective: NoiseObjective,
         t = objective.sample_timesteps(b, generator).to(device)
         noisy = objective.add_noise(latents, noise, t)
         target = objective.target(latents, noise, t)
-        inp = torch.cat([noisy, mask_latent, masked], dim=1) if int(unet_config(unet).in_channels) == 9 else noisy
+        inpaint = int(unet_config(unet).in_channels) != latents.shape[1]  # 2c + 1 channels: latent, mask, masked
+        inp = torch.cat([noisy, mask_latent, masked], dim=1) if inpaint else noisy
     pred = unet(inp, t, encoder_hidden_states=embeds, return_dict=False)[0]
     return objective.loss(pred, target, weight)
 

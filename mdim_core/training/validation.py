@@ -59,8 +59,9 @@ def synthetic_cases(n_pages: int = 2, max_side: int = 1024, seed: int = VAL_SEED
     cases = []
     for i in range(int(n_pages)):
         page = generate_page(seed + i, size=size, dpi=dpi)
-        if page.masks["text"].any():
-            cases.append(ValCase(f"page{i}_text", "text", page.page, page.masks["text"], page.clean))
+        text = page.masks["text"]
+        if text.any():  # truth: the page with its text (and whatever else the mask covers) removed
+            cases.append(ValCase(f"page{i}_text", "text", page.page, text, np.where(text, page.clean, page.page)))
         cases.append(ValCase(f"page{i}_box", "box", page.clean, page.masks["box"], page.clean))
     return cases
 
