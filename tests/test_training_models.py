@@ -251,3 +251,17 @@ def test_single_file_needs_a_tokenizer_it_can_find(base4, tmp_path):
     path = save_single_file(comps, tmp_path / "m.safetensors", ZSNR, torch.float16)
     with pytest.raises(ValueError, match="--tokenizer.*not a CLIP tokenizer folder"):
         load_single_file(path, tokenizer=tmp_path)
+
+
+def test_tokenizers_longer_than_clip_are_cut_to_its_positions(base4, tmp_path):
+    """ComfyUI's sd1_tokenizer says model_max_length 8192; CLIP has 77 positions (the tiny one 16)."""
+    folder = tmp_path / "m"
+    shutil.copytree(base4, folder)
+    cfg_path = folder / "tokenizer" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_max_length"] = 8192
+    cfg_path.write_text(json.dumps(cfg))
+    comps = load_base(folder)
+    assert comps.tokenizer.model_max_length == comps.text_encoder.config.max_position_embeddings == 16
+    saved = save_diffusers(comps, tmp_path / "out", ZSNR, torch.float32)
+    assert load_base(saved).tokenizer.model_max_length == 16

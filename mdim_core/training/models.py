@@ -141,6 +141,10 @@ def load_base(path: str | os.PathLike, *, tokenizer: str | os.PathLike | None = 
         raise ValueError(f"--model: {str(path)!r} does not exist (expected a diffusers folder or a .safetensors file)")
     comps.base_channels = int(comps.unet.config.in_channels)
     comps.unet = to_inpainting(comps.unet)
+    # some tokenizer folders (ComfyUI's sd1_tokenizer) allow more tokens than CLIP has positions (77)
+    positions = int(comps.text_encoder.config.max_position_embeddings)
+    if not 0 < int(comps.tokenizer.model_max_length) <= positions:
+        comps.tokenizer.model_max_length = positions
     return comps
 
 
