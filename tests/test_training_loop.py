@@ -317,3 +317,22 @@ def test_command_refuses_bad_input_naming_it(base, pages_dir, tmp_path, capsys):
     assert main(_args(base, pages_dir, tmp_path / "out", "--resolution", "100")) == 2
     assert "resolution" in capsys.readouterr().err
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_and_writes_the_exact_base_vae(base, pages_dir, tmp_path):
+    """bf16 autocast with fp32 master weights (CPU here); the frozen VAE and text encoder run in bf16 but the
+    written model carries their exact base weights. A second precision in one process is accepted."""
+    from diffusers import AutoencoderKL
+
+    comps, pages = load_base(base), PageSet.from_folder(pages_dir, 128)
+    trainer.train(load_base(base), pages, _quick_cfg(steps=1), tmp_path / "fp32", progress=False, device="cpu",
+                  export=False)
+    result = trainer.train(comps, pages, _quick_cfg(steps=2, mixed_precision="bf16", save_dtype="fp32"),
+                           tmp_path / "bf16", progress=False, device="cpu")
+    assert result.step == 2 and np.isfinite(result.final_loss)
+    unet = load_file(str(state.list_checkpoints(tmp_path / "bf16")[-1][1] / "unet.safetensors"))
+    assert all(v.dtype == torch.float32 for v in unet.values())  # master weights stay fp32
+    written = AutoencoderKL.from_pretrained(result.diffusers_dir / "vae")
+    original = AutoencoderKL.from_pretrained(base / "vae")
+    assert all(torch.equal(a, b) for a, b in zip(written.state_dict().values(), original.state_dict().values()))

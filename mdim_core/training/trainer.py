@@ -416,7 +416,7 @@ def train(comps: Components, pages: PageSet, cfg: TrainConfig, out_dir: str | os
             f"-o: {out} already holds a training run (checkpoints up to step {existing[-1][0]}); pass --resume to "
             f"continue it, or choose another output folder"
         )
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(device == "cpu"))
+    accelerator = _accelerator(Accelerator, cfg.mixed_precision, device == "cpu")
     main = accelerator.is_main_process
     dev = accelerator.device
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
@@ -583,6 +583,20 @@ def train(comps: Components, pages: PageSet, cfg: TrainConfig, out_dir: str | os
     result.seconds = time.perf_counter() - t0
     accelerator.wait_for_everyone()
     return result
+
+
+def _accelerator(cls, mixed_precision: str, cpu: bool):
+    """An ``Accelerator``; a second run in the same process with another precision resets accelerate's
+    process-wide settings (its distributed state is kept)."""
+    try:
+        return cls(mixed_precision=mixed_precision, cpu=cpu)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc):
+            raise
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
+        return cls(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def _nan_message(value: float, step: int, last_ckpt, cfg: TrainConfig) -> str:
