@@ -336,3 +336,15 @@ def test_bf16_mixed_precision_trains_and_writes_the_exact_base_vae(base, pages_d
     written = AutoencoderKL.from_pretrained(result.diffusers_dir / "vae")
     original = AutoencoderKL.from_pretrained(base / "vae")
     assert all(torch.equal(a, b) for a, b in zip(written.state_dict().values(), original.state_dict().values()))
+
+
+def test_val_data_pages_are_their_own_truth(pages_dir):
+    from mdim_core.training.validation import folder_cases
+
+    cases = folder_cases(pages_dir, n_pages=2, max_side=128)
+    assert [c.name for c in cases] == ["p0_bubble", "p0_box", "p1_bubble", "p1_box"]
+    for c in cases:
+        assert c.image.shape == c.mask.shape == (160, 120) and np.array_equal(c.image, c.truth)
+        assert 0 < c.mask.mean() < 0.6  # masks drawn at the structure scale (80x60 px), enlarged to the page
+    again = folder_cases(pages_dir, n_pages=2, max_side=128)
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(cases, again))  # the same pages every time
