@@ -265,3 +265,19 @@ def test_tokenizers_longer_than_clip_are_cut_to_its_positions(base4, tmp_path):
     assert comps.tokenizer.model_max_length == comps.text_encoder.config.max_position_embeddings == 16
     saved = save_diffusers(comps, tmp_path / "out", ZSNR, torch.float32)
     assert load_base(saved).tokenizer.model_max_length == 16
+
+
+def test_four_channel_single_file_base_becomes_nine_channels(base4, tmp_path):
+    from mdim_core.training.models import load_diffusers_folder
+
+    plain = load_diffusers_folder(base4)  # as found: 4 channels
+    assert plain.unet.config.in_channels == 4
+    path = save_single_file(plain, tmp_path / "sd.safetensors", NoiseObjective("epsilon", False).scheduler_config(),
+                            torch.float32)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["modelspec.architecture"] == "stable-diffusion-v1"
+        assert f.get_tensor(ldm_layout.UNET_PREFIX + "input_blocks.0.0.weight").shape[1] == 4
+    comps = load_base(path, tokenizer=base4 / "tokenizer")
+    assert comps.base_channels == 4 and comps.unet.config.in_channels == 9
+    assert torch.equal(comps.unet.conv_in.weight[:, :4], plain.unet.conv_in.weight)
+    assert not comps.unet.conv_in.weight[:, 4:].any()
