@@ -125,19 +125,21 @@ def cases_of(page) -> dict:
 # --------------------------------------------------------------------------------------------- training
 
 
-def train_variant(key: str, args, base: Components, pages: PageSet) -> Path:
-    """Train (or resume) variant ``key``; returns its final checkpoint folder."""
+def train_variant(key: str, args, base: Components, pages: PageSet, steps: int) -> Path:
+    """Train (or resume) variant ``key`` up to ``steps``; returns the checkpoint folder of that step."""
     v = VARIANTS[key]
     cfg = TrainConfig(
-        steps=args.steps, resolution=CROP, batch_size=args.batch, lr=args.lr, full_mask_prob=v["full_mask_prob"],
+        steps=steps, resolution=CROP, batch_size=args.batch, lr=args.lr, full_mask_prob=v["full_mask_prob"],
         max_side=PAGE_SIDE, prediction=v["prediction"], zero_snr=v["zero_snr"], ema_decay=args.ema,
-        warmup_steps=args.warmup, save_every=args.save_every, keep_checkpoints=2, validate_every=0, seed=args.seed,
+        warmup_steps=args.warmup, save_every=args.save_every, keep_checkpoints=100, validate_every=0, seed=args.seed,
         log_every=25, save_dtype="fp32", weight_decay=0.0,
     )  # fmt: skip
     out = args.work / key
-    done = state.list_checkpoints(out)
-    if done and done[-1][0] >= cfg.steps:
-        return done[-1][1]
+    done = dict(state.list_checkpoints(out))
+    if steps in done:
+        return done[steps]
+    if done and max(done) > steps:
+        raise SystemExit(f"{out} is trained beyond {steps} steps but has no checkpoint of step {steps}")
     comps = copy.deepcopy(base)
     cpu_file = out / "cpu_seconds.json"
     spent = json.loads(cpu_file.read_text())["seconds"] if cpu_file.is_file() else 0.0
@@ -149,7 +151,7 @@ def train_variant(key: str, args, base: Components, pages: PageSet) -> Path:
 
     print(f"training {v['label']}: {cfg.steps} steps x {cfg.batch_size} crops of {CROP} px", flush=True)
     train(comps, pages, cfg, out, resume=True, export=False, device="cpu", progress=not args.quiet, on_step=on_step)
-    return state.list_checkpoints(out)[-1][1]
+    return dict(state.list_checkpoints(out))[steps]
 
 
 def trained_unet(base: Components, folder: Path):
@@ -196,9 +198,10 @@ def case_metrics(out, truth, mask, bubbles) -> dict:
     }
 
 
-def evaluate_pages(host, args, scale: int, one_pass: bool = False, keep: dict | None = None) -> list[dict]:
+def evaluate_pages(host, args, scale: int, one_pass: bool = False, keep: dict | None = None,
+                   pages: int | None = None) -> list[dict]:
     rows = []
-    for i in range(args.test_pages):
+    for i in range(pages or args.test_pages):
         page = test_page(i, scale)
         bubbles = bubble_mask(page)
         for kind, (image, mask, truth) in cases_of(page).items():
@@ -352,9 +355,9 @@ def write_report(args, results: dict, meta: dict) -> str:
     if results.get("scale"):
         lines += [
             "",
-            f"**SGIM against one pass at full resolution, model {results['scale_model']}**, same pages at 2x and 4x the "
-            f"training scale. One pass: the model on crops around each region at full resolution (the same page area "
-            f"as SGIM's structure pass sees, {CROP}x scale px wide at least).",
+            f"**SGIM against one pass at full resolution, model {results['scale_model']}**, the first {args.scale_pages} "
+            f"held-out pages at 2x and 4x the training scale. One pass: the model on crops around each region at full resolution (the same page area "
+            f"as SGIM's structure pass sees, at least {CROP} px x the scale wide), structure {args.sample_steps} steps.",
             "",
             "| scale | method | bubble PSNR | bubble paper white | bubble invented ink | text PSNR | text invented ink | "
             "large PSNR |",
@@ -383,7 +386,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--round", type=int, default=500, help="train every model this many steps before the next round")
     p.add_argument("--train-pages", type=int, default=400)
     p.add_argument("--test-pages", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=25)
@@ -391,6 +395,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="abc")
     p.add_argument("--scale-model", default="b", help="model of the SGIM vs one-pass comparison")
     p.add_argument("--scales", default="2,4")
+    p.add_argument("--scale-pages", type=int, default=4, help="held-out pages of the SGIM vs one-pass comparison")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "train_mdim_small")
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps, tiny evaluation (numbers meaningless)")
@@ -401,7 +406,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.train_pages, args.test_pages, args.sample_steps, args.lin_seeds = 6, 6, 1, 2, 1
-        args.save_every, args.warmup = 3, 2
+        args.scale_pages = 1
+        args.save_every, args.warmup, args.round = 3, 2, 3
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     base = build_components(args.work, seed=args.seed)
@@ -412,9 +418,14 @@ def main(argv=None) -> int:
     results = {"eval": {}, "brightness": {}, "scale": {}, "scale_model": args.scale_model}
     pictures = {"fills": {}, "brightness": {}, "scale": {}}
     unets = {}
+    # train in rounds, every model to the same step before any goes further: stopping after any round leaves
+    # models of equal compute
+    folders = {}
+    for milestone in sorted({m for m in range(args.round, args.steps, args.round)} | {args.steps}):
+        for key in args.variants:
+            folders[key] = train_variant(key, args, base, pages, milestone)
     for key in args.variants:
-        folder = train_variant(key, args, base, pages)
-        unet, _ = trained_unet(base, folder)
+        unet, _ = trained_unet(base, folders[key])
         unets[key] = unet
         cpu_file = args.work / key / "cpu_seconds.json"
         cpu[f"training ({key})"] = json.loads(cpu_file.read_text())["seconds"] if cpu_file.is_file() else float("nan")
@@ -422,9 +433,9 @@ def main(argv=None) -> int:
     for key in args.variants:
         host = make_host(base, unets[key], key)
         keep_f, keep_b = {}, {}
-        rows = cached(args.work / f"eval_{key}.json", partial(evaluate_pages, host, args, 2, keep=keep_f))
+        rows = cached(args.work / f"eval_{key}_{args.steps}.json", partial(evaluate_pages, host, args, 2, keep=keep_f))
         results["eval"][key] = summarize(rows)
-        results["brightness"][key] = cached(args.work / f"brightness_{key}.json",
+        results["brightness"][key] = cached(args.work / f"brightness_{key}_{args.steps}.json",
                                             partial(evaluate_brightness, host, args, keep=keep_b))
         pictures["fills"][key], pictures["brightness"][key] = keep_f, keep_b
         print(key, json.dumps(results["eval"][key]), json.dumps(results["brightness"][key]), flush=True)
@@ -434,8 +445,9 @@ def main(argv=None) -> int:
             results["scale"][scale] = {}
             for method, one in (("one pass", True), ("SGIM", False)):
                 keep = {}
-                rows = cached(args.work / f"scale_{scale}_{'one' if one else 'sgim'}.json",
-                              partial(evaluate_pages, host, args, scale, one_pass=one, keep=keep))
+                rows = cached(args.work / f"scale_{scale}_{'one' if one else 'sgim'}_{args.steps}.json",
+                              partial(evaluate_pages, host, args, scale, one_pass=one, keep=keep,
+                                      pages=args.scale_pages))
                 results["scale"][scale][method] = summarize(rows)
                 pictures["scale"][(scale, method)] = keep
                 print(scale, method, json.dumps(results["scale"][scale][method]), flush=True)
@@ -510,7 +522,7 @@ def _host_parts(args, key):
     if "base" not in _BASE_CACHE:
         _BASE_CACHE["base"] = build_components(args.work, seed=args.seed)
     base = _BASE_CACHE["base"]
-    unet, _ = trained_unet(base, state.list_checkpoints(args.work / key)[-1][1])
+    unet, _ = trained_unet(base, dict(state.list_checkpoints(args.work / key))[args.steps])
     return base, unet, key
 
 
