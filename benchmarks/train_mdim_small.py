@@ -141,17 +141,30 @@ def train_variant(key: str, args, base: Components, pages: PageSet, steps: int) 
     if done and max(done) > steps:
         raise SystemExit(f"{out} is trained beyond {steps} steps but has no checkpoint of step {steps}")
     comps = copy.deepcopy(base)
-    cpu_file = out / "cpu_seconds.json"
-    spent = json.loads(cpu_file.read_text())["seconds"] if cpu_file.is_file() else 0.0
+    record = cpu_record(out)
+    start = max(done) if done else 0
+    spent = record.get(start, 0.0)
     t0 = time.process_time()
 
     def on_step(step):
         if step % cfg.save_every == 0 or step == cfg.steps:
-            cpu_file.write_text(json.dumps({"seconds": spent + time.process_time() - t0, "step": step}))
+            record[step] = spent + time.process_time() - t0
+            (out / "cpu_seconds.json").write_text(json.dumps({"by_step": {str(k): v for k, v in record.items()}}))
 
     print(f"training {v['label']}: {cfg.steps} steps x {cfg.batch_size} crops of {CROP} px", flush=True)
     train(comps, pages, cfg, out, resume=True, export=False, device="cpu", progress=not args.quiet, on_step=on_step)
     return dict(state.list_checkpoints(out))[steps]
+
+
+def cpu_record(out: Path) -> dict[int, float]:
+    """CPU seconds of training a variant up to each checkpointed step (one core)."""
+    path = out / "cpu_seconds.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    if "by_step" in data:
+        return {int(k): float(v) for k, v in data["by_step"].items()}
+    return {int(data["step"]): float(data["seconds"])}
 
 
 def trained_unet(base: Components, folder: Path):
@@ -427,8 +440,7 @@ def main(argv=None) -> int:
     for key in args.variants:
         unet, _ = trained_unet(base, folders[key])
         unets[key] = unet
-        cpu_file = args.work / key / "cpu_seconds.json"
-        cpu[f"training ({key})"] = json.loads(cpu_file.read_text())["seconds"] if cpu_file.is_file() else float("nan")
+        cpu[f"training ({key})"] = cpu_record(args.work / key).get(args.steps, float("nan"))
     t_eval = time.process_time()
     for key in args.variants:
         host = make_host(base, unets[key], key)
