@@ -348,3 +348,24 @@ def test_val_data_pages_are_their_own_truth(pages_dir):
         assert 0 < c.mask.mean() < 0.6  # masks drawn at the structure scale (80x60 px), enlarged to the page
     again = folder_cases(pages_dir, n_pages=2, max_side=128)
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(cases, again))  # the same pages every time
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_changes_memory_not_results(base, pages_dir, tmp_path):
+    pages = PageSet.from_folder(pages_dir, 128)
+    outs = []
+    for ckpt in (False, True):
+        comps = load_base(base)
+        trainer.train(comps, pages, _quick_cfg(steps=2, gradient_checkpointing=ckpt), tmp_path / str(ckpt),
+                      progress=False, device="cpu", export=False)
+        outs.append(_final_unet(tmp_path / str(ckpt))[1])
+        assert comps.unet.is_gradient_checkpointing == ckpt
+    for k in outs[0]:
+        torch.testing.assert_close(outs[0][k], outs[1][k], rtol=0, atol=1e-7)
+
+
+def test_eight_bit_adamw_names_bitsandbytes(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ImportError, match="bitsandbytes"):
+        trainer.make_optimizer([torch.nn.Parameter(torch.zeros(2))], trainer.TrainConfig(optimizer="adamw8bit"))
+    assert trainer.resolve_auto("auto", "auto", "cpu") == ("no", "adamw")
