@@ -71,7 +71,7 @@ def _step(unet, opt, batch: int, side: int, autocast=None):
     loss = (out.float() - torch.randn_like(out, dtype=torch.float32)).pow(2).mean()
     loss.backward()
     opt.step()
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=False)  # gradients stay allocated: part of the steady state, not of the step
 
 
 def measure(side: int, checkpointing: bool) -> dict:
@@ -90,7 +90,7 @@ def measure(side: int, checkpointing: bool) -> dict:
     _step(unet, opt, 1, side)
     seconds = time.process_time() - t0
     return {"side": side, "checkpointing": checkpointing, "seconds": seconds,
-            "step_mb": (_status("VmHWM") - base) / MB}
+            "step_mb": (_status("VmHWM") - base) / MB, "baseline_mb": base / MB}
 
 
 def estimate(config, batch: int, side: int, checkpointing: bool, bf16: bool) -> dict:
@@ -131,11 +131,16 @@ def frozen_parts(batch: int, side: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from mdim_core.symvae.base import SD_VAE_CONFIG
 
+    default = torch.get_default_dtype()
     with FakeTensorMode():
-        vae = AutoencoderKL(**SD_VAE_CONFIG).to(torch.bfloat16).eval()
-        clip = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                            num_attention_heads=12, max_position_embeddings=77,
-                                            hidden_act="quick_gelu")).to(torch.bfloat16).eval()
+        torch.set_default_dtype(torch.bfloat16)  # built in bf16 (casting fake parameters is not supported)
+        try:
+            vae = AutoencoderKL(**SD_VAE_CONFIG).eval()
+            clip = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                num_attention_heads=12, max_position_embeddings=77,
+                                                hidden_act="quick_gelu")).eval()
+        finally:
+            torch.set_default_dtype(default)
         tracker = MemTracker()
         tracker.track_external(vae, clip)
         flops = FlopCounterMode(display=False)
@@ -160,22 +165,34 @@ def main(argv=None) -> int:
     p.add_argument("--measure", nargs=2, metavar=("SIDE", "CKPT"), help=argparse.SUPPRESS)
     p.add_argument("--sides", default="128,256,384,512")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "out" / "train_memory.json",
+                   help="finished measurements, so an interrupted run goes on (default: %(default)s)")
     args = p.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(int(args.measure[0]), args.measure[1] == "1")))
         return 0
     sides = [int(s) for s in args.sides.split(",")]
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
+
+    def cached(key, compute):
+        if key not in cache:
+            cache[key] = compute()
+            args.cache.write_text(json.dumps(cache, indent=1))
+            print(key, json.dumps(cache[key]), flush=True)
+        return cache[key]
+
     rows = []
     for side in sides:
         for ckpt in (False, True):
-            m = _sub(["--measure", str(side), "1" if ckpt else "0"])
-            e = estimate(SMALL, 1, side, ckpt, bf16=False)
+            tag = f"{side}_{int(ckpt)}"
+            m = cached(f"measured_{tag}", lambda: _sub(["--measure", str(side), "1" if ckpt else "0"]))  # noqa: B023
+            e = cached(f"small_{tag}", lambda: estimate(SMALL, 1, side, ckpt, bf16=False))  # noqa: B023
             rows.append((m, e))
-            print(json.dumps({"measured": m, "estimated": e}), flush=True)
-    sd = [estimate(SD15, 4, 512, ckpt, bf16=True) for ckpt in (False, True)]
-    sd1 = estimate(SD15, 1, 512, True, bf16=True)
-    frozen = frozen_parts(4, 512)
-    print(json.dumps({"sd15": sd, "sd15_b1_ckpt": sd1, "frozen": frozen}), flush=True)
+    sd = [cached(f"sd15_b4_{int(ckpt)}", lambda: estimate(SD15, 4, 512, ckpt, bf16=True))  # noqa: B023
+          for ckpt in (False, True)]
+    sd1 = cached("sd15_b1_1", lambda: estimate(SD15, 1, 512, True, bf16=True))
+    frozen = cached("frozen_b4", lambda: frozen_parts(4, 512))
     args.out.write_text(report(rows, sd, sd1, frozen))
     print(f"wrote {args.out}")
     return 0
@@ -196,15 +213,15 @@ def report(rows, sd, sd1, frozen) -> str:
         f"SD1.5's channel width (320), text width (768) and attention, two levels of one res block, 9 input channels, "
         f"{rows[0][1]['params'] / 1e6:.1f} M parameters (weights {rows[0][1]['peak_mb']['PARAM']:.0f} MB, AdamW state "
         f"{rows[0][1]['peak_mb']['OPT']:.0f} MB). Step memory: the rise of the peak resident set size during the step "
-        "(activations, gradients, temporaries) over the weights and optimizer state. Estimate: PyTorch's MemTracker "
-        "on fake tensors for the same step (activations + gradients + temporaries at its peak).",
+        "(activations and temporaries) over the weights, gradients and optimizer state, which stay allocated. "
+        "Estimate: PyTorch's MemTracker on fake tensors for the same step (activations + temporaries at its peak).",
         "",
         "| crop px | gradient checkpointing | CPU s / step | step memory measured MB | MemTracker estimate MB | "
         "GFLOP / step |",
         "|---|---|---|---|---|---|",
     ]
     for m, e in rows:
-        est = e["peak_mb"]["ACT"] + e["peak_mb"]["GRAD"] + e["peak_mb"]["TEMP"]
+        est = e["peak_mb"]["ACT"] + e["peak_mb"]["TEMP"]
         lines.append(f"| {m['side']} | {'on' if m['checkpointing'] else 'off'} | {m['seconds']:.1f} | "
                      f"{m['step_mb']:.0f} | {est:.0f} | {e['tflop'] * 1e3:.0f} |")
     b4, b4c = sd
@@ -218,17 +235,18 @@ def report(rows, sd, sd1, frozen) -> str:
         f"(weights {fro['PARAM']:.0f} MB). 8-bit AdamW (bitsandbytes) keeps 2 bytes of state per parameter instead "
         f"of 8 (computed, not traced: bitsandbytes needs CUDA).",
         "",
-        "| batch | gradient checkpointing | weights GB | AdamW fp32 state GB | activations + gradients + temporaries GB | "
+        "| batch | gradient checkpointing | weights GB | gradients GB | AdamW fp32 state GB | activations + temporaries GB | "
         "total with AdamW GB | total with 8-bit AdamW GB | TFLOP / step |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in (b4, b4c, sd1):
         pk = e["peak_mb"]
-        act = pk["ACT"] + pk["GRAD"] + pk["TEMP"]
-        total = pk["PARAM"] + pk["OPT"] + act + frozen_total
+        act = pk["ACT"] + pk["TEMP"]
+        total = pk["PARAM"] + pk["GRAD"] + pk["OPT"] + act + frozen_total
         total8 = total - pk["OPT"] * 0.75
-        lines.append(f"| {e['batch']} | {'on' if e['checkpointing'] else 'off'} | {_gb(pk['PARAM'])} | {_gb(pk['OPT'])} | "
-                     f"{_gb(act)} | {_gb(total)} | {_gb(total8)} | {e['tflop'] + frozen['tflop'] * e['batch'] / 4:.2f} |")
+        lines.append(f"| {e['batch']} | {'on' if e['checkpointing'] else 'off'} | {_gb(pk['PARAM'])} | {_gb(pk['GRAD'])} | "
+                     f"{_gb(pk['OPT'])} | {_gb(act)} | {_gb(total)} | {_gb(total8)} | "
+                     f"{e['tflop'] + frozen['tflop'] * e['batch'] / 4:.2f} |")
     lines += [
         "",
         f"**Estimated GPU time per step** (batch 4, 512 px) = TFLOP per step / ({GPU_UTILISATION:.0%} of the GPU's dense "
