@@ -45,7 +45,8 @@ SD15 = dict(in_channels=9, cross_attention_dim=768, attention_head_dim=8)  # dif
 
 #: (name, dense bf16 tensor TFLOPS with fp32 accumulation, memory GB): vendors' spec sheets.
 GPUS = (("RTX 3090", 71.0, 24), ("RTX 4090", 165.2, 24), ("A100 40 GB", 312.0, 40))
-GPU_UTILISATION = 0.35  # assumed share of peak a UNet training step reaches (convolutions, attention, small layers)
+#: Assumed range of the share of peak a UNet training step reaches (convolutions, attention, many small layers).
+GPU_UTILISATION = (0.2, 0.4)
 
 
 def _status(field: str) -> int:
@@ -247,19 +248,31 @@ def report(rows, sd, sd1, frozen) -> str:
         lines.append(f"| {e['batch']} | {'on' if e['checkpointing'] else 'off'} | {_gb(pk['PARAM'])} | {_gb(pk['GRAD'])} | "
                      f"{_gb(pk['OPT'])} | {_gb(act)} | {_gb(total)} | {_gb(total8)} | "
                      f"{e['tflop'] + frozen['tflop'] * e['batch'] / 4:.2f} |")
+    lo, hi = GPU_UTILISATION
+    ratios = [m["step_mb"] / (e["peak_mb"]["ACT"] + e["peak_mb"]["TEMP"]) for m, e in rows if m["side"] >= 256]
+    off_r = [r for (m, _), r in zip([x for x in rows if x[0]["side"] >= 256], ratios) if not m["checkpointing"]]
+    on_r = [r for (m, _), r in zip([x for x in rows if x[0]["side"] >= 256], ratios) if m["checkpointing"]]
     lines += [
         "",
-        f"**Estimated GPU time per step** (batch 4, 512 px) = TFLOP per step / ({GPU_UTILISATION:.0%} of the GPU's dense "
-        "bf16 tensor peak). The share is an assumption, not a measurement: the CPU rows above show the FLOP count "
-        "itself predicts time well (their GFLOP / CPU second is nearly constant).",
+        f"How far to trust the memory estimate: on CPU the measured step memory was {min(off_r):.2f}..{max(off_r):.2f}x "
+        f"MemTracker's activations without checkpointing and {min(on_r):.2f}..{max(on_r):.2f}x with it (probably "
+        "temporaries inside kernels, such as the recomputed attention's, which fake tensors do not see). GPUs add allocator fragmentation and "
+        "cuDNN workspace (typically 10-20 %). An EMA of the weights (`--ema-decay`) adds one fp32 copy "
+        f"({_gb(b4['peak_mb']['PARAM'])} GB).",
         "",
-        "| GPU | peak bf16 TFLOPS | s / step, checkpointing off | s / step, on | 10,000 steps (off) |",
+        f"**Estimated GPU time per step** (batch 4, 512 px) = TFLOP per step / ({lo:.0%}..{hi:.0%} of the GPU's dense "
+        "bf16 tensor peak, with fp32 accumulation, from the vendors' spec sheets). The share is an assumption, not a "
+        "measurement; the CPU rows above show that the FLOP count itself predicts time well (their GFLOP per CPU "
+        "second is nearly constant).",
+        "",
+        "| GPU | peak bf16 TFLOPS | s / step, checkpointing off | s / step, on | 10,000 steps, off |",
         "|---|---|---|---|---|",
     ]
     for name, tflops, _ in GPUS:
-        off = (b4["tflop"] + frozen["tflop"]) / (tflops * GPU_UTILISATION)
-        on = (b4c["tflop"] + frozen["tflop"]) / (tflops * GPU_UTILISATION)
-        lines.append(f"| {name} | {tflops:.0f} | {off:.2f} | {on:.2f} | {off * 10000 / 3600:.1f} h |")
+        off = [(b4["tflop"] + frozen["tflop"]) / (tflops * u) for u in (hi, lo)]
+        on = [(b4c["tflop"] + frozen["tflop"]) / (tflops * u) for u in (hi, lo)]
+        lines.append(f"| {name} | {tflops:.0f} | {off[0]:.2f}..{off[1]:.2f} | {on[0]:.2f}..{on[1]:.2f} | "
+                     f"{off[0] * 10000 / 3600:.1f}..{off[1] * 10000 / 3600:.1f} h |")
     rates = [e["tflop"] * 1e3 / m["seconds"] for m, e in rows if m["seconds"] > 0]
     lines += ["", f"CPU GFLOP per CPU second over the measured rows: {min(rates):.1f} .. {max(rates):.1f}.", ""]
     return "\n".join(lines)
