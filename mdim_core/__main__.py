@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clean": ("mdim_core.cli.clean", "Remove the text of raw pages: auto mask, flat fill, SGIM for the rest (--model)."),
     "lama-fill": ("mdim_core.cli.lama_fill", "Fill masked areas with a LaMa model, crop by crop at its working size."),
     "train-symvae": ("mdim_core.cli.train_symvae", "Train Symmetric VAE adapters on clean pages (for restore --adapters and the nodes)."),
+    "train": ("mdim_core.cli.train", "Fine-tune an SD1.x model into an MDIM checkpoint (zero-SNR, v-prediction, full-image masks)."),
 }
 
 

@@ -8,9 +8,12 @@ vocabulary is the 26 letters (alone and word-final) plus CLIP's two special toke
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 
 PROMPT_DIM = 16
 TOKENS = 16
@@ -59,6 +62,33 @@ def write_tokenizer(folder: Path) -> None:
     tok.save_pretrained(folder)
 
 
+def text_encoder_config():
+    """The tiny CLIP text encoder's config (width PROMPT_DIM, one layer, TOKENS positions)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=56,
+        hidden_size=PROMPT_DIM,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=TOKENS,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+
+def build_text_encoder(folder: str | Path, seed: int = 0):
+    """``(CLIPTextModel, CLIPTokenizer)``: the tiny text encoder (seeded) and tokenizer (written into ``folder``)."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    text = CLIPTextModel(text_encoder_config()).eval()
+    write_tokenizer(Path(folder))
+    return text, CLIPTokenizer.from_pretrained(Path(folder))
+
+
 def scheduler_config(prediction: str = "v_prediction", zero_snr: bool = True) -> dict:
     return {
         "_class_name": "DDIMScheduler",
@@ -85,7 +115,7 @@ def build_model_dir(
 ) -> Path:
     """Write a tiny model folder (unet, vae, text_encoder, tokenizer, scheduler) and return its path."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -94,21 +124,53 @@ def build_model_dir(
         unet.conv_out.weight.mul_(0.1)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     AutoencoderKL(**VAE_CONFIG).save_pretrained(folder / "vae", safe_serialization=True)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=56,
-            hidden_size=PROMPT_DIM,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=TOKENS,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    text = CLIPTextModel(text_encoder_config())
     text.save_pretrained(folder / "text_encoder", safe_serialization=True)
     write_tokenizer(folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(prediction, zero_snr)))
     return folder
+
+
+class _Exact:
+    def __init__(self, z):
+        self.z = z
+
+    def mode(self):
+        return self.z
+
+    def sample(self, generator=None):
+        return self.z
+
+
+class SpaceToDepthCodec(torch.nn.Module):
+    """An exact "VAE" for small models: the grey page in ``factor`` x ``factor`` blocks (``factor``² channels at
+    1/``factor`` size), the same both ways and without weights: a model's result is never blurred by a VAE.
+
+    It speaks the part of diffusers' ``AutoencoderKL`` interface the trainer and :class:`DiffusersHost` use
+    (``config``, ``encode(x).latent_dist``, ``decode(z).sample``, ``device``, ``dtype``).
+    """
+
+    def __init__(self, factor: int = 4):
+        super().__init__()
+        self.factor = factor
+        self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+        levels = int(math.log2(factor)) + 1
+        self.config = SimpleNamespace(latent_channels=factor * factor, block_out_channels=(1,) * levels,
+                                      scaling_factor=1.0, shift_factor=None)
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    @property
+    def dtype(self):
+        return self.anchor.dtype
+
+    def encode(self, x: torch.Tensor):
+        grey = x.float().mean(dim=1, keepdim=True)  # [-1, 1]
+        return SimpleNamespace(latent_dist=_Exact(F.pixel_unshuffle(grey, self.factor)))
+
+    def decode(self, z: torch.Tensor):
+        y = F.pixel_shuffle(z.float(), self.factor).clamp(-1.0, 1.0)
+        return SimpleNamespace(sample=y.expand(-1, 3, -1, -1))

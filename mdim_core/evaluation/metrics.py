@@ -10,6 +10,7 @@ Every metric is computed in row strips, so full 600-dpi pages fit in memory.
   the whole-image mean excludes the 5-px border (as scikit-image does).
 * :func:`max_abs_outside`: the largest change outside the mask (0 = untouched pixels kept).
 * :func:`paper_whiteness`: share of the truth's white paper (>= 250/255) that stays >= 250/255.
+* :func:`invented_ink`: of the mask's regions whose truth is empty paper, how many the output draws ink into.
 * :func:`tone_fidelity`: in screentone tiles, the local halftone period (FFT peak) and the mean
   tone (gaussian low-pass at the dot period) of the output against the truth.
 * :func:`seam_score`: gradient energy in a thin band along the mask border against the truth.
@@ -31,6 +32,7 @@ __all__ = [
     "ssim_map",
     "max_abs_outside",
     "paper_whiteness",
+    "invented_ink",
     "tone_fidelity",
     "local_period",
     "seam_score",
@@ -234,6 +236,30 @@ def paper_whiteness(output, truth, mask=None, threshold: float = WHITE) -> float
         white += int(tw.sum())
         kept += int((tw & (a[y0:y1] >= threshold - eps)).sum())
     return kept / white if white else float("nan")
+
+
+def invented_ink(output, truth, mask, *, paper: float = WHITE, ink: float = 0.5, min_share: float = 0.01,
+                 min_pixels: int = 4) -> tuple[int, int]:
+    """Fills that invent ink where the truth is empty paper (the "heads and totems" a model draws into bubbles).
+
+    The mask's 8-connected regions whose truth is empty paper (>= 99 % of the region >= ``paper``) are counted;
+    a region's fill invents ink when more than ``min_share`` of it, and at least ``min_pixels`` px, is darker
+    than ``ink`` in the output. Returns ``(regions with invented ink, empty-paper regions)``.
+    """
+    a, b = _pair(output, truth)
+    m = _mask(mask, a.shape)
+    if m is None:
+        raise ValueError("mask is required for invented_ink")
+    labels, n = ndimage.label(m, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return 0, 0
+    idx = np.arange(1, n + 1)
+    size = ndimage.sum_labels(np.ones_like(a, np.float32), labels, idx)
+    white = ndimage.sum_labels((b >= paper - 1e-6).astype(np.float32), labels, idx)
+    dark = ndimage.sum_labels((a < ink).astype(np.float32), labels, idx)
+    empty = white >= 0.99 * size
+    inked = empty & (dark > min_share * size) & (dark >= min_pixels)
+    return int(inked.sum()), int(empty.sum())
 
 
 # ---------------------------------------------------------------------------------------------

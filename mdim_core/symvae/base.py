@@ -51,19 +51,29 @@ def load_base_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
         sd = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"vae: {path.name} is not a readable safetensors file: {exc}") from exc
-    vae = AutoencoderKL(**SD_VAE_CONFIG)
+    return vae_from_state_dict(sd, path.name).to(dtype).eval()
+
+
+def vae_from_state_dict(sd: dict, name: str = "vae", config: dict | None = None):
+    """A float32 diffusers ``AutoencoderKL`` from a state dict in the LDM layout (a VAE file, or a whole SD
+    checkpoint: its ``first_stage_model.`` part is used) or in diffusers' layout. ``config``: the
+    ``AutoencoderKL`` config (default: the SD VAE architecture). ``name`` names the source in errors."""
+    from diffusers import AutoencoderKL
+
+    config = dict(SD_VAE_CONFIG if config is None else config)
+    vae = AutoencoderKL.from_config(config)
     if any(k.startswith("decoder.up_blocks.") for k in sd):
         converted = sd
     else:
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-        converted = convert_ldm_vae_checkpoint(sd, SD_VAE_CONFIG)
+        converted = convert_ldm_vae_checkpoint(sd, config)
     if not converted:
-        raise ValueError(f"vae: {path.name} holds no SD VAE weights (no encoder/decoder keys found)")
+        raise ValueError(f"vae: {name} holds no SD VAE weights (no encoder/decoder keys found)")
     missing, unexpected = vae.load_state_dict(converted, strict=False)
     if missing:
         raise ValueError(
-            f"vae: {path.name} does not fit the SD VAE architecture: {len(missing)} missing tensors, "
+            f"vae: {name} does not fit the SD VAE architecture: {len(missing)} missing tensors, "
             f"e.g. {missing[:3]}"
         )
-    return vae.to(dtype).eval()
+    return vae.eval()
