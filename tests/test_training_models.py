@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 
@@ -222,6 +223,21 @@ def test_non_sd1_diffusers_bases_are_refused_with_the_reason(base4, tmp_path, ch
     assert "not a Stable Diffusion 1.x model" in str(err.value)
 
 
+def test_pickled_single_file_base_is_read_like_its_safetensors_twin(base4, tmp_path):
+    """An SD1.x ``.ckpt`` as distributed ({"state_dict": ..., "global_step": ...}) gives the same tensors as
+    its .safetensors twin (which the tests above build into models), without running code from the pickle."""
+    from mdim_core.training.models import read_single_file
+
+    comps = load_base(base4)
+    tensors = load_file(str(save_single_file(comps, tmp_path / "a.safetensors", ZSNR, torch.float32)))
+    torch.save({"state_dict": tensors, "global_step": 840000, "epoch": 6}, tmp_path / "plain.ckpt")
+    got, meta = read_single_file(tmp_path / "plain.ckpt")
+    assert meta == {} and got.keys() == tensors.keys()
+    assert all(torch.equal(got[k], tensors[k]) for k in tensors)
+    torch.save(tensors, tmp_path / "bare.ckpt")  # no wrapper
+    assert read_single_file(tmp_path / "bare.ckpt")[0].keys() == tensors.keys()
+
+
 def test_sdxl_folders_and_non_sd1_single_files_are_refused(base4, tmp_path):
     xl = tmp_path / "xl"
     shutil.copytree(base4, xl)
@@ -240,8 +256,11 @@ def test_sdxl_folders_and_non_sd1_single_files_are_refused(base4, tmp_path):
         with pytest.raises(ValueError, match=reason):
             load_base(tmp_path / f"{name}.safetensors", tokenizer=base4 / "tokenizer")
     (tmp_path / "old.ckpt").write_bytes(b"pickle")
-    with pytest.raises(ValueError, match="pickled"):
+    with pytest.raises(ValueError, match="--model: old.ckpt: "):
         load_base(tmp_path / "old.ckpt")
+    torch.save({"state_dict": {}, "callback": collections.Counter()}, tmp_path / "code.ckpt")
+    with pytest.raises(ValueError, match="code.ckpt: the file holds Python objects besides weights"):
+        load_base(tmp_path / "code.ckpt")
     with pytest.raises(ValueError, match="does not exist"):
         load_base(tmp_path / "nothing")
 

@@ -3,11 +3,12 @@
 Bases (everything stays local; nothing is downloaded):
 
 - a diffusers folder (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, optionally ``scheduler``);
-- a single ``.safetensors`` checkpoint in the original LDM layout, as ComfyUI keeps them in
+- a single-file checkpoint in the original LDM layout (``.safetensors``, or a pickled ``.ckpt`` read without
+  running code from it: plain tensors only), as ComfyUI keeps them in
   ``models/checkpoints`` (see :mod:`.ldm_layout`). A single file holds no tokenizer: it is taken from
   ``tokenizer`` when given, else from ComfyUI's ``comfy/sd1_tokenizer`` when the pack sits in a ComfyUI's
   ``custom_nodes``, else from the Hugging Face cache (``openai/clip-vit-large-patch14``), else an error says
-  how to give one. Pickled ``.ckpt`` files are refused (loading them can run code).
+  how to give one. A pickle holding anything besides tensors is refused (loading it could run code).
 
 Either may be a standard (4-channel) or an inpainting (9-channel) SD1.x model. A 4-channel UNet becomes a
 9-channel one whose 5 extra input channels (mask, masked-image latent) start at zero, the way
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ..weight_files import WEIGHT_EXTENSIONS, read_weights
 from . import ldm_layout
 from .state import atomic_save_safetensors
 
@@ -129,13 +131,9 @@ def load_base(path: str | os.PathLike, *, tokenizer: str | os.PathLike | None = 
     if path.is_dir():
         comps = load_diffusers_folder(path)
     elif path.is_file():
-        if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-            raise ValueError(
-                f"--model: {path.name} is a pickled checkpoint; loading one can run code, so only .safetensors "
-                f"single files (or a diffusers folder) are read. Convert it once with a tool you trust"
-            )
-        if path.suffix.lower() != ".safetensors":
-            raise ValueError(f"--model: {path.name}: expected a .safetensors single-file checkpoint or a diffusers folder")
+        if path.suffix.lower() not in WEIGHT_EXTENSIONS:
+            raise ValueError(f"--model: {path.name}: expected a single-file checkpoint ({', '.join(WEIGHT_EXTENSIONS)}) "
+                             f"or a diffusers folder")
         comps = load_single_file(path, tokenizer=tokenizer)
     else:
         raise ValueError(f"--model: {str(path)!r} does not exist (expected a diffusers folder or a .safetensors file)")
@@ -219,6 +217,18 @@ def find_tokenizer(explicit: str | os.PathLike | None = None):
 
 
 def read_single_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a single-file checkpoint. Pickled files (``.ckpt`` and the like) are read
+    without running code from them (:func:`~mdim_core.weight_files.read_weights`); their usual
+    ``{"state_dict": ...}`` wrapper is taken off."""
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        try:
+            tensors = read_weights(path)
+        except ValueError as exc:
+            raise ValueError(f"--model: {exc}") from None
+        wrapped = [k for k in tensors if k.startswith("state_dict.")]
+        if wrapped:
+            tensors = {k[len("state_dict."):]: tensors[k] for k in wrapped}
+        return tensors, {}
     from safetensors import SafetensorError, safe_open
 
     try:
