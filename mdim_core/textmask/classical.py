@@ -117,6 +117,9 @@ COUNTER_PX = 3
 #: Least share of a glyph candidate's ink that is one 4-connected piece: anti-aliased strokes are;
 #: a cluster of screentone dots touching only at their corners is not.
 MIN_SOLID = 0.7
+#: A small piece next to glyphs (punctuation, a loose stroke) has at most this many other small
+#: pieces around it; a dot of screentone has its lattice.
+MAX_NEIGHBOURS = 3
 #: Share of each band of a lone glyph's halo that must be paper (the halo of a block: 0.9).
 HALO_SHARE = 0.97
 
@@ -389,6 +392,12 @@ def _ring_is_paper(comp: np.ndarray, ink: np.ndarray, radius: float = 3.0, max_i
     return n > 0 and int((ring & ink).sum()) <= max_ink * n
 
 
+def _isolated(comp: np.ndarray, ink: np.ndarray) -> bool:
+    """Paper around a glyph: at most 20 % ink within 3 px, or at most 5 % within 2 px (a thin white halo
+    over screentone; screentone dots and hatching have ink right next to them)."""
+    return _ring_is_paper(comp, ink) or _ring_is_paper(comp, ink, radius=2.0, max_ink=0.05)
+
+
 def _halo(glyphs: np.ndarray, paper: np.ndarray, dmax: int, share: float = 0.9) -> tuple[int, np.ndarray]:
     """Width of the paper band around ``glyphs`` (0 when the paper goes on: text on white) and the
     distance map to the glyphs."""
@@ -441,13 +450,22 @@ def _glyphs_in(wk: _Work, box: Box, med: float, radius: float = 3.0, need_solid:
             bodies[cy0:cy1, cx0:cx1] |= comp
             count += 1
     out = bodies.copy()
+    if not small or not count:
+        return out, count
     other = ink & ~bodies
     r = max(radius, 0.3 * med)
+    near = grow_crop(bodies, min(RECT_RADIUS, 0.35 * med))
     for k, sl in small:
+        if not near[sl].any():
+            continue  # away from every glyph: a dot of screentone, dust
         cy0, cx0, cy1, cx1 = expand((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop), int(r) + 1, ink.shape)
-        comp = lab[cy0:cy1, cx0:cx1] == k
-        if _ring_is_paper(comp, other[cy0:cy1, cx0:cx1], r):
-            out[cy0:cy1, cx0:cx1] |= comp
+        sub = lab[cy0:cy1, cx0:cx1]
+        comp = sub == k
+        if not _ring_is_paper(comp, other[cy0:cy1, cx0:cx1], r):
+            continue
+        ring = grow_crop(comp, r) & ~comp & other[cy0:cy1, cx0:cx1]
+        if len(np.unique(sub[ring])) <= MAX_NEIGHBOURS:  # a glyph's loose strokes have a few neighbours,
+            out[cy0:cy1, cx0:cx1] |= comp  # a dot of screentone a whole lattice of them
     return out, count
 
 
@@ -482,7 +500,7 @@ def _free_candidates(wk: _Work) -> np.ndarray:
         cy0, cx0, cy1, cx1 = expand((y0, x0, y1, x1), 3, (h, w))
         comp = lab[cy0:cy1, cx0:cx1] == i + 1
         if (_solid(comp) and _stroke_like(comp, size[i]) and _two_dimensional(comp)
-                and _ring_is_paper(comp, wk.ink[cy0:cy1, cx0:cx1]) and _few_counters(comp)):
+                and _isolated(comp, wk.ink[cy0:cy1, cx0:cx1]) and _few_counters(comp)):
             cands.append((y0, x0, y1, x1, int(size[i])))
     return np.array(cands, np.float64).reshape(-1, 5)
 
@@ -523,6 +541,23 @@ def _free_text(wk: _Work) -> None:
                    need_halo=len(members) < 3)
 
 
+def _surrounded(dist: np.ndarray, ink: np.ndarray, halo: int, width: int = 3, sectors: int = 8,
+                need: int = 6) -> bool:
+    """True when ink lies right behind the halo (within ``width`` px of its outer edge) in at least
+    ``need`` of ``sectors`` directions around the glyphs: a white halo over the art. A stroke of the
+    art in a white gap has paper going on to one side."""
+    band = (dist > halo) & (dist <= halo + width)
+    ys, xs = np.nonzero(band)
+    if ys.size == 0:
+        return False
+    cy, cx = np.nonzero(dist == 0)
+    ang = np.arctan2(ys - cy.mean(), xs - cx.mean())
+    sector = ((ang + math.pi) / (2 * math.pi) * sectors).astype(int) % sectors
+    hit = np.zeros(sectors, bool)
+    hit[sector[ink[ys, xs]]] = True
+    return int(hit.sum()) >= need
+
+
 def _add_block(wk: _Work, kind: str, box: Box, size: float, dmax: int, need_halo: bool = False) -> bool:
     """Glyphs of ``box``, their halo and growth -> a part of the mask (True when added). ``need_halo``:
     only with a clean white halo over the art (a band of paper around the glyphs with ink right
@@ -536,7 +571,7 @@ def _add_block(wk: _Work, kind: str, box: Box, size: float, dmax: int, need_halo
     g = np.zeros((y1 - y0, x1 - x0), bool)
     g[box[0] - y0 : box[2] - y0, box[1] - x0 : box[3] - x0] = glyphs
     halo, dist = _halo(g, ~wk.ink[y0:y1, x0:x1], dmax, share=HALO_SHARE if need_halo else 0.9)
-    if need_halo and halo < 1:
+    if need_halo and (halo < 1 or not _surrounded(dist, wk.ink[y0:y1, x0:x1], halo)):
         return False
     part = dist <= halo + wk.grow
     wk.parts.append((crop, part, TextBlock(kind, crop, count, halo * wk.f)))
@@ -551,23 +586,38 @@ SFX_MIN_THICK = 1.5
 SFX_MAX_THICK = 0.35
 #: Share of the band around a letter that must be of the outline's colour.
 SFX_OUTLINE = 0.85
+#: Letters are strokes of one width: the spread of the ridge's depth (interquartile range over the
+#: median), the share of the body deeper than 1.5 stroke radii, and the share of the box the
+#: letters fill stay under these.
+SFX_MAX_SPREAD = 0.9
+#: White letters are looked for among all enclosed paper shapes, which include the wedges between
+#: focus lines and the limbs of white figures: their strokes must be more even.
+SFX_MAX_SPREAD_WHITE = 0.35
+SFX_MAX_DEEP = 0.15
+SFX_MAX_FILL = 0.75
 
 
-def _stroke_radius(body: np.ndarray) -> tuple[float, np.ndarray]:
-    """``(median depth of the medial ridge, distance map inside)``: half the stroke width of a body
-    made of strokes of one width."""
+def _strokes(body: np.ndarray) -> tuple[float, float, float]:
+    """``(r, spread, deep)`` of a body: ``r`` the median depth of its medial ridge (half the stroke
+    width), ``spread`` the interquartile range of the ridge's depth over ``r`` (small for strokes of
+    one width), ``deep`` the share of the body deeper than 1.5 ``r`` (a blob has a deep core)."""
     inside = ndimage.distance_transform_edt(body)
     ridge = (inside >= ndimage.maximum_filter(inside, size=3)) & (inside >= 2)
-    return (float(np.median(inside[ridge])) if ridge.any() else 0.0), inside
+    if not ridge.any():
+        return 0.0, 0.0, 1.0
+    q1, r, q3 = np.percentile(inside[ridge], [25, 50, 75])
+    return float(r), float(q3 - q1) / float(r), float(np.count_nonzero(inside > 1.5 * r)) / float(np.count_nonzero(body))
 
 
 def _sfx_letter(wk: _Work, crop: Box, body: np.ndarray, size: float, outline_is_ink: bool) -> None:
     """Accept ``body`` (bool on ``crop``: black letters, or the white inside of outlined letters) as
     SFX when its strokes are bold and of one width and a band of the other colour runs around it;
     adds it with its outline (measured) and ``grow`` to the parts."""
-    r, _ = _stroke_radius(body)
+    r, spread, deep = _strokes(body)
     if 2 * r < SFX_MIN_THICK * wk.gmin or 2 * r > SFX_MAX_THICK * size:
         return
+    if spread > (SFX_MAX_SPREAD_WHITE if outline_is_ink else SFX_MAX_SPREAD) or deep > SFX_MAX_DEEP or body.mean() > SFX_MAX_FILL:
+        return  # strokes of many widths, a blob with a deep core, a filled box: art
     y0, x0, y1, x1 = crop
     cap = max(2, int(math.ceil(0.8 * r)))
     margin = cap + int(math.ceil(wk.grow)) + 1
