@@ -324,7 +324,7 @@ def _bubble_text(wk: _Work, crop: Box, comp: np.ndarray) -> Box | None:
     if hink[~big].sum() > 0.2 * n_filled:
         return None  # too much ink for text: a panel of screentone or hatching
     # glyphs stand apart; screentone dots and hatching lines have ink right next to them
-    ids = np.flatnonzero(glyphish)[:: max(1, int(glyphish.sum()) // 40)]
+    ids = np.flatnonzero(glyphish)[:: max(1, int(glyphish.sum()) // 24)]
     apart = 0
     for i in ids:
         hy0, hx0, hy1, hx1 = expand((hsl[i][0].start, hsl[i][1].start, hsl[i][0].stop, hsl[i][1].stop), 4, comp.shape)
@@ -341,10 +341,22 @@ def _bubble_text(wk: _Work, crop: Box, comp: np.ndarray) -> Box | None:
     hk = kind[hl]
     text = hk == 1
     if (hk == 2).any():
-        med = float(np.median(size[glyphish]))
-        near = grow_crop(text, min(RECT_RADIUS, 0.5 * med)) & (hk == 2)
+        r = int(math.ceil(0.5 * float(np.median(size[glyphish]))))
+        gy, gx = np.nonzero(text.any(axis=1))[0], np.nonzero(text.any(axis=0))[0]
+        ny0, nx0, ny1, nx1 = expand((int(gy[0]), int(gx[0]), int(gy[-1]) + 1, int(gx[-1]) + 1), r, text.shape)
+        near = ndimage.maximum_filter1d(text[ny0:ny1, nx0:nx1].view(np.uint8), 2 * r + 1, axis=0, mode="constant")
+        near = ndimage.maximum_filter1d(near, 2 * r + 1, axis=1, mode="constant").view(bool)  # within r (a square)
+        sub = hl[ny0:ny1, nx0:nx1]
+        small = hk[ny0:ny1, nx0:nx1] == 2
         close = np.zeros(nh + 1, bool)
-        close[hl[near]] = True
+        close[sub[near & small]] = True
+        # a glyph drawn in small pieces only (dots and short strokes): pieces close to a piece already
+        # taken, within a quarter glyph (screentone dots beyond the glyphs' reach stay out)
+        q = max(1, r // 2)
+        took = close[sub] & small
+        reach = ndimage.maximum_filter1d(took.view(np.uint8), 2 * q + 1, axis=0, mode="constant")
+        reach = ndimage.maximum_filter1d(reach, 2 * q + 1, axis=1, mode="constant").view(bool) & ~near
+        close[sub[reach & small]] = True
         text |= close[hl]
     ty, tx = np.nonzero(text)
     tbox = (int(ty.min()), int(tx.min()), int(ty.max()) + 1, int(tx.max()) + 1)
@@ -593,6 +605,8 @@ SFX_MAX_SPREAD = 0.9
 #: White letters are looked for among all enclosed paper shapes, which include the wedges between
 #: focus lines and the limbs of white figures: their strokes must be more even.
 SFX_MAX_SPREAD_WHITE = 0.35
+#: ... and strokes at least this share of their size thick (a letter or two, not a long wedge).
+SFX_MIN_THICK_WHITE = 0.1
 SFX_MAX_DEEP = 0.15
 SFX_MAX_FILL = 0.75
 
@@ -613,11 +627,17 @@ def _sfx_letter(wk: _Work, crop: Box, body: np.ndarray, size: float, outline_is_
     """Accept ``body`` (bool on ``crop``: black letters, or the white inside of outlined letters) as
     SFX when its strokes are bold and of one width and a band of the other colour runs around it;
     adds it with its outline (measured) and ``grow`` to the parts."""
-    r, spread, deep = _strokes(body)
+    if body.mean() > SFX_MAX_FILL:
+        return  # a filled box: a black panel, a frame
+    k = max(1, int(SFX_MIN_THICK * wk.gmin / 6))  # the strokes measured on every k-th pixel (still >= 6 px thick)
+    r, spread, deep = _strokes(body[::k, ::k])
+    r *= k
     if 2 * r < SFX_MIN_THICK * wk.gmin or 2 * r > SFX_MAX_THICK * size:
         return
-    if spread > (SFX_MAX_SPREAD_WHITE if outline_is_ink else SFX_MAX_SPREAD) or deep > SFX_MAX_DEEP or body.mean() > SFX_MAX_FILL:
-        return  # strokes of many widths, a blob with a deep core, a filled box: art
+    if outline_is_ink and 2 * r < SFX_MIN_THICK_WHITE * size:
+        return  # long thin paper shapes: the wedges between focus lines
+    if spread > (SFX_MAX_SPREAD_WHITE if outline_is_ink else SFX_MAX_SPREAD) or deep > SFX_MAX_DEEP:
+        return  # strokes of many widths, a blob with a deep core: art
     y0, x0, y1, x1 = crop
     cap = max(2, int(math.ceil(0.8 * r)))
     margin = cap + int(math.ceil(wk.grow)) + 1
@@ -633,7 +653,9 @@ def _sfx_letter(wk: _Work, crop: Box, body: np.ndarray, size: float, outline_is_
     band = (dist > 0) & (dist <= need)
     if (other & band).sum() < SFX_OUTLINE * band.sum():
         return
-    outline = _band(dist, other, cap, SFX_OUTLINE, open_ended=cap)
+    # the outline as measured; over paper of its own colour (a white outline on white paper) it cannot
+    # be seen and does not matter: 0.4 stroke radii then
+    outline = _band(dist, other, cap, SFX_OUTLINE, open_ended=max(need, int(math.ceil(0.4 * r))))
     part = dist <= outline + wk.grow
     wk.parts.append((big, part, TextBlock("sfx", big, 1, outline * wk.f)))
 
@@ -649,8 +671,6 @@ def _sfx(wk: _Work) -> None:
     for i in np.flatnonzero(ok):
         y0, x0, y1, x1 = (int(v) for v in boxes[i])
         body = lab[y0:y1, x0:x1] == i + 1
-        if (wk.taken[y0:y1, x0:x1] & body).any():
-            continue  # a bubble's outline
         _sfx_letter(wk, (y0, x0, y1, x1), body, float(size[i]), outline_is_ink=False)
     plab, n, parea, edge = wk.coarse_paper()
     c = wk.c
