@@ -40,20 +40,6 @@ def work_factor(shape: tuple[int, int], side: int = WORK_SIDE) -> int:
     return max(1, math.ceil(max(shape) / side))
 
 
-def _minpool(plane: np.ndarray, f: int) -> np.ndarray:
-    """Minimum over ``f x f`` blocks (the last row and column of blocks may be smaller)."""
-    if f == 1:
-        return plane
-    out = plane[0::f, 0::f].copy()
-    for dy in range(f):
-        for dx in range(f):
-            if dy or dx:
-                v = plane[dy::f, dx::f]
-                dst = out[: v.shape[0], : v.shape[1]]
-                np.minimum(dst, v, out=dst)
-    return out
-
-
 def holes_of(comp: np.ndarray) -> tuple[np.ndarray, int]:
     """Labels (8-connected) of what a bool region encloses: the parts of its complement that do not
     reach the crop's edge. Returns ``(labels, count)``, 0 = not a hole."""
@@ -65,21 +51,65 @@ def holes_of(comp: np.ndarray) -> tuple[np.ndarray, int]:
     return relabel(lab, keep)[0], int(keep.sum())
 
 
-def work_gray(page: np.ndarray, f: int) -> np.ndarray:
-    """Grey uint8 ``[ceil(H/f), ceil(W/f)]`` (0 = ink, 255 = paper): each channel min-pooled, then luma."""
-    c = page.shape[2]
-    planes = [_minpool(page[..., i], f) for i in range(1 if c <= 2 else 3)]
-    if len(planes) == 1:
-        g = planes[0]
-    else:
-        g = planes[0].astype(np.float32) * _LUMA[0]
-        g += planes[1].astype(np.float32) * _LUMA[1]
-        g += planes[2].astype(np.float32) * _LUMA[2]
-        if page.dtype == np.uint8:
-            return np.clip(g + 0.5, 0, 255).astype(np.uint8)
-    if g.dtype == np.uint8:
-        return np.ascontiguousarray(g)
-    return np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
+def work_gray(page: np.ndarray, f: int, rows: int = 32) -> np.ndarray:
+    """Grey uint8 ``[ceil(H/f), ceil(W/f)]`` (0 = ink, 255 = paper): the luma of each pixel, then the
+    minimum over ``f x f`` blocks (the last row and column of blocks may be smaller).
+
+    Works through the page ``rows`` working rows at a time, so no page-sized float copy is made
+    (a 600-dpi A4 RGB page is 420 MB as float32).
+    """
+    h_in, w_in, c = page.shape
+    if f == 1 and page.dtype == np.uint8 and c <= 2:
+        return np.ascontiguousarray(page[..., 0])
+    out = np.empty((-(-h_in // f), -(-w_in // f)), np.uint8)
+    luma = [np.float32(v) for v in _LUMA]
+    step = rows * f
+    for y in range(0, h_in, step):
+        blk = page[y : y + step]
+        if c >= 3:
+            g = blk[..., 0] * luma[0]
+            g += blk[..., 1] * luma[1]
+            g += blk[..., 2] * luma[2]
+        else:
+            g = blk[..., 0]
+        if f > 1:  # rows first (contiguous), then columns
+            a = g[0::f].copy()
+            for dy in range(1, f):
+                v = g[dy::f]
+                np.minimum(a[: v.shape[0]], v, out=a[: v.shape[0]])
+            g = a[:, 0::f].copy()
+            for dx in range(1, f):
+                v = a[:, dx::f]
+                np.minimum(g[:, : v.shape[1]], v, out=g[:, : v.shape[1]])
+        dst = out[y // f : y // f + g.shape[0]]
+        if g.dtype == np.uint8:
+            dst[...] = g
+            continue
+        if page.dtype != np.uint8:
+            g = g * np.float32(255.0)  # a new array: the page is never written
+        g += np.float32(0.5)
+        np.clip(g, 0, 255, out=g)
+        dst[...] = g
+    return out
+
+
+def pool_any(mask: np.ndarray, c: int) -> np.ndarray:
+    """Bool ``[ceil(h/c), ceil(w/c)]``: True where any pixel of the ``c x c`` block is True."""
+    if c == 1:
+        return mask.copy()
+    h, w = mask.shape
+    out = np.zeros((-(-h // c), -(-w // c)), bool)
+    for dy in range(c):
+        for dx in range(c):
+            v = mask[dy::c, dx::c]
+            out[: v.shape[0], : v.shape[1]] |= v
+    return out
+
+
+def upsample(mask: np.ndarray, c: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Each pixel of ``mask`` as a ``c x c`` block, cut to ``shape`` (default: the full size)."""
+    big = mask if c == 1 else np.repeat(np.repeat(mask, c, axis=0), c, axis=1)
+    return big if shape is None else big[: shape[0], : shape[1]]
 
 
 def crop_gray(page: np.ndarray, box: Box) -> np.ndarray:
@@ -114,20 +144,49 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     return t / 255.0 if floats else t
 
 
+#: Up to this radius a disk is grown as a union of rectangles (separable maximum filters, a few
+#: per radius); beyond it through the distance transform.
+RECT_RADIUS = 12
+
+
+def _disk_rects(radius: float) -> list[tuple[int, int]]:
+    """Half-sizes ``(ry, rx)`` of rectangles whose union is the disk of offsets ``dy² + dx² <= r²``."""
+    r2 = radius * radius
+    rects = []
+    for dx in range(int(math.floor(radius)) + 1):
+        dy = int(math.isqrt(max(0, int(math.floor(r2 - dx * dx)))))
+        while dy * dy + dx * dx > r2:
+            dy -= 1
+        while (dy + 1) ** 2 + dx * dx <= r2:
+            dy += 1
+        rects.append((dy, dx))
+    # a rectangle as tall as the next (wider) one is inside it
+    return [r for i, r in enumerate(rects) if i == len(rects) - 1 or rects[i + 1][0] != r[0]]
+
+
 def grow_crop(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Dilate a small bool crop by a disk of ``radius`` px (distance <= radius)."""
-    if radius <= 0:
+    """Dilate a bool array by a disk of ``radius`` px: True where a True pixel lies within Euclidean
+    distance ``radius`` (``distance_transform_edt(~mask) <= radius``, computed faster for small radii)."""
+    if radius <= 0 or not mask.any():
         return mask.copy()
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask) <= radius
+    if radius > RECT_RADIUS or mask.size <= 1024:  # (tiny crops: the distance transform is quicker)
+        return ndimage.distance_transform_edt(~mask) <= radius
+    src = mask.view(np.uint8)
+    out = np.zeros(mask.shape, bool)
+    for ry, rx in _disk_rects(radius):
+        d = ndimage.maximum_filter1d(src, 2 * ry + 1, axis=0, mode="constant") if ry else src
+        if rx:
+            d = ndimage.maximum_filter1d(d, 2 * rx + 1, axis=1, mode="constant")
+        out |= d.view(bool)
+    return out
 
 
 def inner(mask: np.ndarray, depth: float) -> np.ndarray:
-    """Pixels of a bool crop at least ``depth`` px inside it (distance to its outside > depth)."""
+    """Pixels of a bool crop more than ``depth`` px inside it (no pixel outside it within ``depth``;
+    the crop's own edge does not count as outside)."""
     if depth <= 0:
         return mask.copy()
-    return ndimage.distance_transform_edt(mask) > depth
+    return ~grow_crop(~mask, depth)
 
 
 def expand(box: Box, margin: int, shape: tuple[int, int]) -> Box:
