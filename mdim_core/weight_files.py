@@ -146,6 +146,22 @@ def _read_torchscript(path: Path, archive: zipfile.ZipFile, root: str) -> dict[s
     return out
 
 
+def read_safetensors(path: str | os.PathLike, what: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (on the CPU) and metadata of a ``.safetensors`` file. Raises ``ValueError`` starting with
+    ``what`` (e.g. ``"adapter file: "``) and naming the file when it is missing, truncated or not safetensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{what}{path.name} is not a readable safetensors file (missing, truncated or "
+                         f"corrupted?): {exc}") from None
+    return tensors, meta
+
+
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a weight file, on the CPU, without running any code from the file.
 

@@ -313,7 +313,7 @@ def test_command_refuses_bad_input_naming_it(base, pages_dir, tmp_path, capsys):
     assert str(tmp_path / "missing") in capsys.readouterr().err
     (tmp_path / "model.json").write_text(json.dumps({}))
     assert main(_args(tmp_path / "model.json", pages_dir, tmp_path / "out")) == 2
-    assert "model.json: expected a .safetensors single-file checkpoint or a diffusers folder" in capsys.readouterr().err
+    assert "model.json: expected a single-file checkpoint (.safetensors, .sft, .pt, .pth, .ckpt, .bin) or a diffusers folder" in capsys.readouterr().err
     assert main(_args(base, pages_dir, tmp_path / "out", "--resolution", "100")) == 2
     assert "resolution" in capsys.readouterr().err
     assert not (tmp_path / "out" / "checkpoints").exists()

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from ..restore.levels import prepare_ground_truth, to_grayscale
 from ..synth.aging import age_page
+from ..weight_files import read_safetensors
 from .model import SymmetricVAE
 from .weights import save_adapters
 
@@ -202,14 +203,10 @@ def save_checkpoint(path: Path, sym: SymmetricVAE, opt: torch.optim.Optimizer, s
 
 
 def load_checkpoint(path: Path, sym: SymmetricVAE, opt: torch.optim.Optimizer) -> int:
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"checkpoint: {path.name} is damaged ({exc}); delete it to start over") from exc
+        tensors, meta = read_safetensors(path)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint: {exc}; delete it to start over") from None
     if meta.get("mdim.kind") != "symvae-train-checkpoint":
         raise ValueError(f"checkpoint: {path.name} is not a Symmetric VAE training checkpoint")
     if json.loads(meta.get("hidden", "null")) != sym.hidden:

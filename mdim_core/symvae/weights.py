@@ -21,9 +21,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..weight_files import read_safetensors
 from .layout import VAELayout
 from .model import SymmetricVAE
 
@@ -75,14 +75,7 @@ def read_adapter_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"adapter file: {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ValueError(
-            f"adapter file: {path.name} is not a readable safetensors file (truncated or corrupted?): {exc}"
-        ) from exc
+    tensors, meta = read_safetensors(path, "adapter file: ")
     if meta.get("mdim.kind") != KIND:
         raise ValueError(
             f"adapter file: {path.name} is not a Symmetric VAE adapter file "

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..weight_files import WEIGHT_EXTENSIONS, read_weights
+from ..weight_files import WEIGHT_EXTENSIONS, read_safetensors, read_weights
 from . import ldm_layout
 from .state import atomic_save_safetensors
 
@@ -229,15 +229,7 @@ def read_single_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         if wrapped:
             tensors = {k[len("state_dict."):]: tensors[k] for k in wrapped}
         return tensors, {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"--model: {path.name} is not a readable safetensors file: {exc}") from exc
-    return tensors, meta
+    return read_safetensors(path, "--model: ")
 
 
 def load_single_file(path: str | os.PathLike, *, tokenizer=None) -> Components:

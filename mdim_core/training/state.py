@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..cli.batch import DiskFullError  # the full-disk error of `restore`: one meaning, one class
+from ..weight_files import read_safetensors
 
 log = logging.getLogger("MDIM")
 
@@ -192,13 +193,10 @@ def read_checkpoint(folder: str | os.PathLike) -> dict:
 
     Raises ``ValueError`` naming the folder when it is damaged.
     """
-    from safetensors import SafetensorError, safe_open
-
     folder = Path(folder)
 
     def read(name):
-        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+        return read_safetensors(folder / name)
 
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
@@ -207,7 +205,7 @@ def read_checkpoint(folder: str | os.PathLike) -> dict:
         unet, _ = read("unet.safetensors")
         opt, opt_meta = read("optimizer.safetensors")
         ema = read("ema.safetensors")[0] if state.get("ema") else None
-    except (OSError, ValueError, SafetensorError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"checkpoint {folder} is damaged or incomplete ({exc}); delete it to resume from an "
                          f"earlier one") from exc
     return {**state, "unet": unet, "optimizer": (opt, opt_meta), "ema_weights": ema}
