@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..mdim_core.imaging import checks
 from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.inpaint import flatfill
+from ..mdim_core.textmask import MIN_PAGE_SIDE as MIN_TEXT_PAGE
 from ..mdim_core.textmask import TextMaskSettings, find_text, preview
 
 log = logging.getLogger("MDIM")
@@ -25,14 +27,9 @@ log = logging.getLogger("MDIM")
 DetectorType = io.Custom("MDIM_TEXT_DETECTOR")
 
 
-def _images(image) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or 0 in image.shape:
-        raise ValueError(f"image: expected an IMAGE [B,H,W,C], got {getattr(image, 'shape', type(image))}")
-    if image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image: expected 1, 3 or 4 channels, got {image.shape[-1]}")
-    if image.shape[1] < 8 or image.shape[2] < 8:
-        raise ValueError(f"image: pages of at least 8x8 px expected, got {image.shape[2]}x{image.shape[1]}")
-    return image
+def _images(image, min_side: int) -> torch.Tensor:
+    """The IMAGE input checked (shape, finite pixels, at least ``min_side`` px a side; alpha dropped)."""
+    return checks.image_batch(image, "image", min_side=min_side)
 
 
 def _progress(total: int, unique_id):
@@ -97,7 +94,7 @@ class MDIMTextMask(io.ComfyNode):
     @classmethod
     def execute(cls, image, text_in_bubbles, free_text, sfx, grow, min_size, rough_mask=None,
                 detector=None) -> io.NodeOutput:
-        image = _images(image)
+        image = _images(image, MIN_TEXT_PAGE)
         b, h, w, _ = image.shape
         settings = TextMaskSettings(bubbles=bool(text_in_bubbles), free_text=bool(free_text), sfx=bool(sfx),
                                     grow=int(grow), min_size=int(min_size))
@@ -159,7 +156,7 @@ class MDIMFlatFill(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, mask, tolerance, ring) -> io.NodeOutput:
-        image = _images(image)
+        image = _images(image, 1)
         b, h, w, c = image.shape
         m = mdim_masks.clean(mask, batch=b, size=(h, w), name="mask", dtype=torch.bool)
         comfy.model_management.throw_exception_if_processing_interrupted()

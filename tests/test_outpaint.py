@@ -189,3 +189,18 @@ def test_half_precision_pixels_stay_exact():
     for fill in O.FILL_MODES:
         out = O.pad_image(image, O.Padding(1, 2, 3, 4), fill)
         assert out.dtype == torch.float16 and torch.equal(out[:, 1:13, 3:12], image)
+
+
+def test_a_canvas_larger_than_free_memory_is_refused_before_allocating(monkeypatch):
+    """32768x32768 px (the largest plan allowed) needs ~34 GiB for the image and mask and their copies: with
+    less free, a MemoryError says the size and what to check, and nothing that large is allocated."""
+    from mdim_core.imaging import checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 8 * 2**30)
+    image = torch.rand(1, 23, 37, 3)
+    padding = O.plan_padding((23, 37), target_height=32768, target_width=32768)
+    with pytest.raises(MemoryError, match=r"32768x32768 px canvas.*target size.*needs about 3\d\.\d GiB.*8\.0 GiB"):
+        O.outpaint_pad(image, padding)
+    small = O.plan_padding((23, 37), right=40)
+    padded, mask = O.outpaint_pad(image, small, feather=4)
+    assert padded.shape == (1, 23, 77, 3) and torch.equal(padded[:, :, :37], image)

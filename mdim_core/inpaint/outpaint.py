@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..imaging import masks
+from ..imaging import checks, masks
 
 log = logging.getLogger("MDIM")
 
@@ -195,7 +195,16 @@ def pad_image(image: torch.Tensor, padding: Padding, fill: str = "paper") -> tor
 def outpaint_pad(
     image: torch.Tensor, padding: Padding, fill: str = "paper", feather: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The padded image and the ``[B, H, W]`` mask of its new area (see :func:`new_area_mask`)."""
+    """The padded image and the ``[B, H, W]`` mask of its new area (see :func:`new_area_mask`).
+
+    Raises ``MemoryError`` before allocating when the result would not fit in the memory free."""
+    image = check_image(image)
+    b, h, w, c = image.shape
+    big_h, big_w = padding.size((h, w))
+    # the image and mask, a copy of each on their way to the next node, and the feather's distance maps
+    need = 2 * 4 * b * big_h * big_w * (c + 1) + (24 if feather else 4) * big_h * big_w
+    checks.require_memory(need, f"outpainting to a {big_w}x{big_h} px canvas (check top/bottom/left/right "
+                                f"and the target size)")
     padded = pad_image(image, padding, fill)
     b, h, w = padded.shape[0], image.shape[1], image.shape[2]
     return padded, new_area_mask((h, w), padding, b, feather)

@@ -7,7 +7,8 @@ mask over the page.
 
 from .auto import find_text, preview
 from .classical import KINDS, TextBlock, TextMaskResult, TextMaskSettings, detect_text
+from .common import MIN_PAGE_SIDE
 from .refine import refine_mask
 
-__all__ = ["KINDS", "TextBlock", "TextMaskResult", "TextMaskSettings", "detect_text", "find_text", "preview",
+__all__ = ["KINDS", "MIN_PAGE_SIDE", "TextBlock", "TextMaskResult", "TextMaskSettings", "detect_text", "find_text", "preview",
            "refine_mask"]

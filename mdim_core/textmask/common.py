@@ -17,6 +17,8 @@ from scipy import ndimage
 
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1), end-exclusive
 
+#: Shortest page side the detector accepts (px).
+MIN_PAGE_SIDE = 8
 #: Longest side of the working page (px).
 WORK_SIDE = 3600
 _LUMA = (0.299, 0.587, 0.114)
@@ -28,8 +30,8 @@ def check_page(image, name: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
     arr = image[..., None] if image.ndim == 2 else image
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < 8 or arr.shape[1] < 8:
-        raise ValueError(f"{name}: expected [H, W] or [H, W, C] with C = 1..4 and sides >= 8 px, got {tuple(image.shape)}")
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < MIN_PAGE_SIDE or arr.shape[1] < MIN_PAGE_SIDE:
+        raise ValueError(f"{name}: expected [H, W] or [H, W, C] with C = 1..4 and sides >= {MIN_PAGE_SIDE} px, got {tuple(image.shape)}")
     if arr.dtype != np.uint8 and arr.dtype.kind != "f":
         raise TypeError(f"{name}: expected float values in 0..1 or uint8, got dtype {arr.dtype}")
     return arr
