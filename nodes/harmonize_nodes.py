@@ -88,7 +88,7 @@ class MDIMPasteHarmonize(io.ComfyNode):
         cfg, sampler_name, scheduler, context_margin=64, min_crop_side=512, tiled_vae_megapixels=4.0,
         foreground_mask=None, symvae=None, sampler=None,
     ) -> io.NodeOutput:  # fmt: skip
-        check_sampling_inputs("Paste & Harmonize", vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+        check_sampling_inputs("Paste & Harmonize", model=model, vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                               sampler=sampler, symvae=symvae)
         if not isinstance(tiled_vae_megapixels, (int, float)) or tiled_vae_megapixels < 0:
             raise ValueError(f"tiled_vae_megapixels: expected a number >= 0, got {tiled_vae_megapixels!r}")

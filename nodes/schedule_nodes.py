@@ -11,9 +11,11 @@ import logging
 import comfy.model_base
 import comfy.model_sampling
 import comfy.supported_models
+import torch
 from comfy_api.latest import io
 
 from ..mdim_core.sampling import schedule
+from .sgim_host import expect_model
 
 log = logging.getLogger("MDIM")
 
@@ -51,6 +53,7 @@ class ZeroSNRRescaleCFG:
 
 def check_discrete_model(model, input_name: str = "model") -> None:
     """Refuse models that do not sample on a discrete (DDPM-style) timestep schedule."""
+    expect_model(model, input_name)
     base = model.model
     model_type = getattr(base, "model_type", None)
     if model_type not in (comfy.model_base.ModelType.EPS, comfy.model_base.ModelType.V_PREDICTION):
@@ -215,6 +218,8 @@ class MDIMTrailingSigmas(io.ComfyNode):
 
 def trailing_sigmas_for_model(model, steps: int, denoise: float = 1.0):
     check_discrete_model(model)
+    if isinstance(denoise, (int, float)) and denoise == 0:
+        return torch.zeros(0)  # nothing to denoise: no sigmas, as core BasicScheduler gives (samplers pass through)
     table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
     return schedule.trailing_sigmas(table, steps, denoise)
 

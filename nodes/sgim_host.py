@@ -34,8 +34,24 @@ ENCODE_TILE, ENCODE_OVERLAP = 512, 64
 DECODE_TILE, DECODE_OVERLAP = 64, 16
 
 
-def check_sampling_inputs(node: str, *, vae, cfg, sampler_name, scheduler, sampler=None, sigmas=None, symvae=None) -> None:
+def expect_model(model, name: str = "model") -> None:
+    """Refuse what is not a MODEL (another object passed through a reroute or switch of any type)."""
+    if not callable(getattr(model, "get_model_object", None)) or not hasattr(model, "model"):
+        raise TypeError(f"{name}: expected a MODEL (e.g. from Load Checkpoint), got {type(model).__name__}")
+
+
+def expect_vae(vae, name: str = "vae") -> None:
+    """Refuse what is not a VAE (a MODEL or CLIP passed through a reroute or switch of any type)."""
+    if not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))
+            and hasattr(vae, "first_stage_model")):
+        raise TypeError(f"{name}: expected a VAE (e.g. from Load Checkpoint or Load VAE), got {type(vae).__name__}")
+
+
+def check_sampling_inputs(node: str, *, model, vae, cfg, sampler_name, scheduler, sampler=None, sigmas=None,
+                          symvae=None) -> None:
     """The sampling inputs every node driving a ComfyHost takes, checked up front with errors naming the input."""
+    expect_model(model)
+    expect_vae(vae)
     if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
         raise ValueError(f"sampler_name: expected one of {', '.join(comfy.samplers.KSampler.SAMPLERS)}, got {sampler_name!r}")
     if scheduler not in comfy.samplers.KSampler.SCHEDULERS:

@@ -81,7 +81,7 @@ class MDIMSGIMInpaint(io.ComfyNode):
         cls, model, positive, negative, vae, image, mask, seed, steps, cfg, sampler_name, scheduler,
         tiled_vae_megapixels=4.0, symvae=None, sampler=None, sigmas=None, prefill=None, **settings,
     ) -> io.NodeOutput:  # fmt: skip
-        check_sampling_inputs("SGIM", vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+        check_sampling_inputs("SGIM", model=model, vae=vae, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                               sampler=sampler, sigmas=sigmas, symvae=symvae)
         if not isinstance(tiled_vae_megapixels, (int, float)) or tiled_vae_megapixels < 0:
             raise ValueError(f"tiled_vae_megapixels: expected a number >= 0, got {tiled_vae_megapixels!r}")

@@ -29,6 +29,7 @@ from ..mdim_core.imaging import checks, geometry
 from ..mdim_core.imaging import masks as mdim_masks
 from ..mdim_core.symvae import SymmetricVAE, load_adapters
 from . import model_folders
+from .sgim_host import expect_vae
 
 log = logging.getLogger("MDIM")
 
@@ -95,6 +96,7 @@ class SymVAEHandle:
 
 
 def _check_vae(vae, name: str = "vae"):
+    expect_vae(vae, name)
     vae.throw_exception_if_invalid()
     model = getattr(vae, "first_stage_model", None)
     try:
@@ -231,8 +233,13 @@ def _latent_source(samples: dict, name: str = "samples"):
     if not isinstance(samples, dict) or "samples" not in samples:
         raise ValueError(f"{name}: expected a LATENT")
     latent = samples["samples"]
-    if latent.ndim != 4:
-        raise ValueError(f"{name}: expected a 2-D image latent [B,C,h,w], got shape {tuple(latent.shape)}")
+    if not isinstance(latent, torch.Tensor) or latent.ndim != 4:
+        raise ValueError(f"{name}: expected a 2-D image latent [B,C,h,w], got shape "
+                         f"{tuple(getattr(latent, 'shape', ())) or type(latent).__name__}")
+    if not bool(torch.isfinite(latent).all()):
+        bad = int((~torch.isfinite(latent)).sum())
+        raise ValueError(f"{name}: the latent contains {bad} NaN or infinite value(s) (a sampler diverged, or a "
+                         "broken latent file); nothing to decode")
     source = samples.get("mdim_source")
     if source is None:
         return latent, None, None, None

@@ -161,9 +161,14 @@ def test_bad_plans_are_named(kwargs, match):
 
 def test_bad_images_and_fills():
     with pytest.raises(TypeError, match="image"):
-        O.pad_image(np.zeros((1, 4, 4, 3)), O.Padding(1))
-    with pytest.raises(ValueError, match="channels"):
+        O.pad_image([[0.0]], O.Padding(1))
+    assert O.pad_image(np.zeros((1, 4, 4, 3), np.float32), O.Padding(1), "white").shape == (1, *O.Padding(1).size((4, 4)), 3)
+    with pytest.raises(ValueError, match="C = 1, 3 or 4"):
         O.pad_image(torch.zeros(1, 4, 4, 2), O.Padding(1))
+    nan = torch.zeros(1, 4, 4, 3)
+    nan[0, 1, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="image: contains 1 NaN"):
+        O.outpaint_pad(nan, O.Padding(1))
     with pytest.raises(ValueError, match="float"):
         O.pad_image(torch.zeros(1, 4, 4, 3, dtype=torch.uint8), O.Padding(1))
     with pytest.raises(ValueError, match="fill"):

@@ -82,7 +82,7 @@ def _alpha(foreground: torch.Tensor, alpha, name: str) -> torch.Tensor:
     if alpha is not None:
         if c == 4:
             log.info("[MDIM] %s: a mask was given, the foreground's own alpha channel is not used", name)
-        return masks.normalize_mask(alpha, batch=bf, size=(h, w), name=f"{name} mask").float()
+        return masks.normalize_mask(alpha, batch=bf, size=(h, w), name=f"{name}_mask").float()
     if c == 4:
         a = foreground[..., 3].float()
         lo, hi = float(a.min()), float(a.max())

@@ -211,22 +211,9 @@ def outpaint_pad(
 
 
 def check_image(image) -> torch.Tensor:
-    """``[B, H, W, C]`` float tensor with C = 1 or 3 (4: alpha dropped with a log line)."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image: expected an IMAGE tensor [B, H, W, C], got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or 0 in image.shape:
-        raise ValueError(f"image: expected shape [B, H, W, C], got {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image: expected float values in 0..1, got dtype {image.dtype}")
-    c = image.shape[-1]
-    if c == 4:
-        log.info("[MDIM] Outpaint Pad: the image's alpha channel is dropped")
-        image = image[..., :3]
-    elif c not in (1, 3):
-        raise ValueError(f"image: expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got {c}")
-    return image
+    """``[B, H, W, C]`` float tensor with C = 1 or 3 (4: alpha dropped with a log line); ``[H, W, C]`` is a
+    batch of 1; NaN or infinite pixels are refused (:func:`~mdim_core.imaging.checks.image_batch`)."""
+    return checks.image_batch(image, "image", single=True)
 
 
 def _aspect_ratio(aspect) -> float | None:
