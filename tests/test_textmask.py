@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 from tiny_detector import tiny_detector
 
 from mdim_core.restore import cleanup
 from mdim_core.synth import aging, generate_page
 from mdim_core.textmask import TextMaskSettings, detect_text, find_text, preview, refine_mask
+from mdim_core.textmask.auto import MASK_COLOUR
 from mdim_core.textmask.common import grow_crop, otsu, work_factor, work_gray
 from mdim_core.textmask.detector import (
     CLASSES,
@@ -167,6 +170,21 @@ def test_find_text_refines_a_rough_mask_instead_of_detecting():
     rgb = preview(page, only_middle, flat=None, boxes=[(10, 10, 190, 250)])
     assert rgb.shape == (200, 260, 3) and rgb[100, 70, 0] > rgb[100, 70, 1]  # red over the mask
     assert np.allclose(rgb[10, 130], [0.1, 0.45, 1.0])  # the blue frame
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_preview_takes_any_page_size_and_tints_only_the_masks(h, w, seed):
+    """Flat Fill previews pages of any size (a 1-px strip too): mask pixels red, flat pixels green, the rest as is."""
+    rng = np.random.default_rng(seed)
+    page = rng.random((h, w, 1), dtype=np.float32)
+    mask, flat = rng.random((h, w)) < 0.3, rng.random((h, w)) < 0.3
+    flat &= ~mask
+    rgb = preview(page, mask, flat=flat)
+    assert rgb.shape == (h, w, 3)
+    plain = ~(mask | flat)
+    assert np.array_equal(rgb[plain], np.repeat(page[plain], 3, axis=1))
+    assert np.allclose(rgb[mask], 0.5 * np.repeat(page[mask], 3, axis=1) + 0.5 * np.asarray(MASK_COLOUR, np.float32))
 
 
 # --------------------------------------------------------------------------- the ONNX detector

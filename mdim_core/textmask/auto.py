@@ -62,8 +62,8 @@ BOX_COLOUR = (0.1, 0.45, 1.0)  # blue: bubbles found
 
 def preview(image, mask, *, flat=None, boxes=(), flat_boxes=(), alpha: float = 0.5) -> np.ndarray:
     """RGB float32 ``[H, W, 3]``: the page with ``mask`` tinted red, ``flat`` (pixels that took the
-    flat-fill shortcut) tinted green, ``boxes`` framed blue and ``flat_boxes`` framed green."""
-    page = check_page(image)
+    flat-fill shortcut) tinted green, ``boxes`` framed blue and ``flat_boxes`` framed green. Any page size."""
+    page = check_page(image, min_side=1)
     rgb = page[..., :3] if page.shape[2] >= 3 else np.repeat(page[..., :1], 3, axis=2)
     rgb = rgb.astype(np.float32) / np.float32(255.0) if rgb.dtype == np.uint8 else rgb.astype(np.float32, copy=True)
     width = max(2, int(round(max(rgb.shape[:2]) / 600)))

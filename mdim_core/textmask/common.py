@@ -25,13 +25,14 @@ _LUMA = (0.299, 0.587, 0.114)
 EIGHT = np.ones((3, 3), bool)
 
 
-def check_page(image, name: str = "image") -> np.ndarray:
-    """Validate a page and return it as ``[H, W, C]`` (a view, never a copy of the pixels)."""
+def check_page(image, name: str = "image", min_side: int = MIN_PAGE_SIDE) -> np.ndarray:
+    """Validate a page (sides of at least ``min_side`` px) and return it as ``[H, W, C]`` (a view, never a
+    copy of the pixels)."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array [H, W] or [H, W, C], got {type(image).__name__}")
     arr = image[..., None] if image.ndim == 2 else image
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < MIN_PAGE_SIDE or arr.shape[1] < MIN_PAGE_SIDE:
-        raise ValueError(f"{name}: expected [H, W] or [H, W, C] with C = 1..4 and sides >= {MIN_PAGE_SIDE} px, got {tuple(image.shape)}")
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < min_side or arr.shape[1] < min_side:
+        raise ValueError(f"{name}: expected [H, W] or [H, W, C] with C = 1..4 and sides >= {min_side} px, got {tuple(image.shape)}")
     if arr.dtype != np.uint8 and arr.dtype.kind != "f":
         raise TypeError(f"{name}: expected float values in 0..1 or uint8, got dtype {arr.dtype}")
     return arr
