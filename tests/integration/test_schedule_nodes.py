@@ -253,13 +253,22 @@ def test_non_discrete_models_are_refused(sd15_model):
         (0, 1.0, "steps must be"),
         (1001, 1.0, "more than the model's 1000 timesteps"),
         (600, 0.5, "need a schedule of 1200 steps, more than the model's 1000 timesteps"),
-        (10, 0.0, r"denoise must be in \(0, 1\]"),
+        (10, -0.1, r"denoise must be in \(0, 1\]"),
         (10, 1.5, r"denoise must be in \(0, 1\]"),
     ],
 )
 def test_trailing_sigmas_bad_input(sd15_model, steps, denoise, match):
     with pytest.raises(ValueError, match=match):
         schedule_nodes.MDIMTrailingSigmas.execute(sd15_model, steps, denoise)
+
+
+def test_trailing_sigmas_at_denoise_0_are_empty_like_core_basic_scheduler(sd15_model):
+    """Nothing to denoise: no sigmas (samplers then return the latent as it is), as core BasicScheduler does."""
+    from comfy_extras.nodes_custom_sampler import BasicScheduler
+
+    ours = schedule_nodes.MDIMTrailingSigmas.execute(sd15_model, 10, 0.0)[0]
+    core = BasicScheduler.execute(sd15_model, "simple", 10, 0.0)[0]
+    assert ours.numel() == 0 and core.numel() == 0
 
 
 def test_bad_cfg_rescale(sd15_model):
