@@ -134,14 +134,20 @@ def plan_outputs(pages: list[Path], source: Path, out_dir: Path, fmt: str = "sam
         target = out_dir / rel
         if fmt != "same":
             target = target.with_suffix(_EXT[fmt])
-        key = target.resolve()
-        if key in inputs:
-            raise ValueError(f"output: {str(target)!r} would overwrite an input page; choose another output folder")
-        if key in seen:
-            raise ValueError(f"output: {seen[key]} and {page} would both be written to {str(target)!r}; use --format")
-        seen[key] = page
+        claim_output(target, page, inputs, seen, hint="; use --format")
         pairs.append((page, target))
     return pairs
+
+
+def claim_output(target: Path, source, inputs: set[Path], seen: dict, hint: str = "") -> None:
+    """Record that ``source`` is written to ``target``; refuses a target that is an input page (``inputs``:
+    resolved paths) or that another page already claimed (``seen``: resolved target -> source)."""
+    key = target.resolve()
+    if key in inputs:
+        raise ValueError(f"output: {str(target)!r} would overwrite an input page; choose another output folder")
+    if key in seen:
+        raise ValueError(f"output: {seen[key]} and {source} would both be written to {str(target)!r}{hint}")
+    seen[key] = source
 
 
 def settings_key(settings: cleanup.CleanupSettings, steps: ModelSteps | None, fmt: str) -> str:

@@ -31,6 +31,7 @@ from ..imaging import imageio
 from ..restore import cleanup
 from ..textmask import TextMaskSettings, find_text
 from . import volume
+from .batch import claim_output
 
 log = logging.getLogger("MDIM")
 
@@ -93,12 +94,7 @@ def jobs_for(pages: list[str], out_dir: Path, recursive: bool, suffix: str = ".p
     inputs = {p.resolve() for _, p, _ in items}
     for rel, path, member in items:
         target = out_dir / Path(rel).with_suffix(suffix)
-        key = target.resolve()
-        if key in inputs:
-            raise ValueError(f"output: {str(target)!r} would overwrite an input page; choose another output folder")
-        if key in seen:
-            raise ValueError(f"output: {seen[key]} and {rel} would both be written to {str(target)!r}")
-        seen[key] = rel
+        claim_output(target, rel, inputs, seen)
         jobs.append(volume.Job(rel, path, target, member))
     return jobs
 
