@@ -255,6 +255,11 @@ def _exact_region(wk: _Work, comp_c: np.ndarray, box_c: Box, seen: np.ndarray,
     return crop, comp
 
 
+#: How many times small pieces (dots, short strokes) are taken from pieces already taken: the dots of an
+#: ellipsis after a glyph, a glyph drawn in dots. Each hop reaches half a glyph further.
+PIECE_HOPS = 3
+
+
 def _bubbles(wk: _Work) -> list[Box]:
     """Speech bubbles: enclosed paper regions holding glyph-sized holes. Adds their text to parts.
 
@@ -350,13 +355,17 @@ def _bubble_text(wk: _Work, crop: Box, comp: np.ndarray) -> Box | None:
         small = hk[ny0:ny1, nx0:nx1] == 2
         close = np.zeros(nh + 1, bool)
         close[sub[near & small]] = True
-        # a glyph drawn in small pieces only (dots and short strokes): pieces close to a piece already
-        # taken, within a quarter glyph (screentone dots beyond the glyphs' reach stay out)
-        q = max(1, r // 2)
-        took = close[sub] & small
-        reach = ndimage.maximum_filter1d(took.view(np.uint8), 2 * q + 1, axis=0, mode="constant")
-        reach = ndimage.maximum_filter1d(reach, 2 * q + 1, axis=1, mode="constant").view(bool) & ~near
-        close[sub[reach & small]] = True
+        # a glyph drawn in small pieces only (dots and short strokes), an ellipsis: pieces close to a piece
+        # already taken, within half a glyph, hop by hop (screentone dots beyond reach stay out)
+        q = r
+        for _ in range(PIECE_HOPS):
+            took = close[sub] & small
+            reach = ndimage.maximum_filter1d(took.view(np.uint8), 2 * q + 1, axis=0, mode="constant")
+            reach = ndimage.maximum_filter1d(reach, 2 * q + 1, axis=1, mode="constant").view(bool)
+            new = np.unique(sub[reach & small & ~took])
+            if new.size == 0:
+                break
+            close[new] = True
         text |= close[hl]
     ty, tx = np.nonzero(text)
     tbox = (int(ty.min()), int(tx.min()), int(ty.max()) + 1, int(tx.max()) + 1)
