@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers.guiders.guider_utils import rescale_noise_cfg
-from tiny_diffusers import build_model_dir
+from tiny_diffusers import AnchoredModule, build_model_dir
 
 from mdim_core.inpaint import diffusers_host, sgim
 from mdim_core.inpaint.diffusers_host import DiffusersHost, make_scheduler
@@ -80,7 +80,7 @@ def test_strength_half_of_50_trailing_steps_starts_at_499(hosts):
 # --- exactness with oracle UNets -----------------------------------------------------------------
 
 
-class OracleUNet(torch.nn.Module):
+class OracleUNet(AnchoredModule):
     """Returns the exact v (or eps) that denoises to a known clean latent ``x0``."""
 
     def __init__(self, x0, alphas_cumprod, prediction, in_channels=4):
@@ -89,16 +89,7 @@ class OracleUNet(torch.nn.Module):
         self.ac = alphas_cumprod.double()
         self.prediction = prediction
         self.config = SimpleNamespace(in_channels=in_channels)
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.calls = 0
-
-    @property
-    def device(self):
-        return self.anchor.device
-
-    @property
-    def dtype(self):
-        return self.anchor.dtype
 
     def forward(self, sample, t, encoder_hidden_states=None, return_dict=False):
         self.calls += 1

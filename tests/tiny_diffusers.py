@@ -143,21 +143,13 @@ class _Exact:
         return self.z
 
 
-class SpaceToDepthCodec(torch.nn.Module):
-    """An exact "VAE" for small models: the grey page in ``factor`` x ``factor`` blocks (``factor``² channels at
-    1/``factor`` size), the same both ways and without weights: a model's result is never blurred by a VAE.
+class AnchoredModule(torch.nn.Module):
+    """A stand-in model whose ``device`` and ``dtype`` (as diffusers models report them) follow one
+    parameter, ``anchor``, so ``.to(...)`` moves them."""
 
-    It speaks the part of diffusers' ``AutoencoderKL`` interface the trainer and :class:`DiffusersHost` use
-    (``config``, ``encode(x).latent_dist``, ``decode(z).sample``, ``device``, ``dtype``).
-    """
-
-    def __init__(self, factor: int = 4):
+    def __init__(self, trainable: bool = True):
         super().__init__()
-        self.factor = factor
-        self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
-        levels = int(math.log2(factor)) + 1
-        self.config = SimpleNamespace(latent_channels=factor * factor, block_out_channels=(1,) * levels,
-                                      scaling_factor=1.0, shift_factor=None)
+        self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=trainable)
 
     @property
     def device(self):
@@ -166,6 +158,22 @@ class SpaceToDepthCodec(torch.nn.Module):
     @property
     def dtype(self):
         return self.anchor.dtype
+
+
+class SpaceToDepthCodec(AnchoredModule):
+    """An exact "VAE" for small models: the grey page in ``factor`` x ``factor`` blocks (``factor``² channels at
+    1/``factor`` size), the same both ways and without weights: a model's result is never blurred by a VAE.
+
+    It speaks the part of diffusers' ``AutoencoderKL`` interface the trainer and :class:`DiffusersHost` use
+    (``config``, ``encode(x).latent_dist``, ``decode(z).sample``, ``device``, ``dtype``).
+    """
+
+    def __init__(self, factor: int = 4):
+        super().__init__(trainable=False)
+        self.factor = factor
+        levels = int(math.log2(factor)) + 1
+        self.config = SimpleNamespace(latent_channels=factor * factor, block_out_channels=(1,) * levels,
+                                      scaling_factor=1.0, shift_factor=None)
 
     def encode(self, x: torch.Tensor):
         grey = x.float().mean(dim=1, keepdim=True)  # [-1, 1]
